@@ -1,0 +1,51 @@
+"""The `scalple` command: a thin typer shell over the library; each command lives in its module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from scalple import __version__
+from scalple.errors import ScalpleError
+
+app = typer.Typer(
+    name="scalple",
+    help="Scalple: a PostgreSQL audit proxy that records who ran every statement.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# Each module defines `register(app)`; add a line here to add a command.
+COMMAND_MODULES = (
+    "scalple.cli.serve",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"scalple {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Scalple: a PostgreSQL audit proxy that records who ran every statement."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except ScalpleError as exc:
+        Console(stderr=True).print(f"[bold red]scalple:[/] {exc}", highlight=False, markup=True)
+        sys.exit(exc.exit_code)

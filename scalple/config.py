@@ -1,0 +1,225 @@
+"""Settings: one registry, read from defaults, a TOML file, `SCALPLE_*` env vars and flags.
+
+Each effective value remembers where it came from, so `scalple config show` can say, and a bad
+value in a file is reported with its line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from scalple.errors import ConfigError
+
+Parser = Callable[[Any], Any]
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError(f"expected an integer, got {v!r}")
+    return int(v)
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str | int | float) or isinstance(v, bool):
+        raise ValueError(f"expected a string, got {v!r}")
+    return str(v)
+
+
+def _list(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        return tuple(x.strip() for x in v.split(",") if x.strip())
+    if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    raise ValueError(f"expected a list of strings, got {v!r}")
+
+
+def _choice(*options: str) -> Parser:
+    def parse(v: Any) -> str:
+        s = _str(v)
+        if s not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {s!r}")
+        return s
+
+    return parse
+
+
+def _hostport(v: Any) -> str:
+    s = _str(v)
+    host, sep, port = s.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {s!r}")
+    return s
+
+
+def _networks(v: Any) -> tuple[str, ...]:
+    items = _list(v)
+    for item in items:
+        ipaddress.ip_network(item, strict=False)
+    return items
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    section: str
+    parse: Parser
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "SCALPLE_" + self.name.upper()
+
+
+def _default_ledger() -> str:
+    return str(Path(platformdirs.user_data_dir("scalple")) / "ledger")
+
+
+REGISTRY: tuple[Setting, ...] = (
+    Setting("listen", "proxy", _hostport, "127.0.0.1:6433", "address the proxy listens on"),
+    Setting("upstream", "proxy", _str, "postgresql://127.0.0.1:6432",
+            "where statements go: PgBouncer or PostgreSQL, as postgresql://HOST:PORT"),
+    Setting("connect_timeout", "proxy", _float, 10.0, "seconds to reach the upstream"),
+    Setting("stall_timeout", "proxy", _float, 30.0,
+            "seconds a client may stall in the middle of a message before it is cut off"),
+    Setting("max_message_bytes", "proxy", _int, 256 * 1024 * 1024,
+            "largest client message accepted (bytes); larger ones close that connection"),
+    Setting("ledger", "ledger", _str, None, "ledger directory (default: the user data dir)"),
+    Setting("durability", "ledger", _choice("fsync", "os"), "fsync",
+            "fsync: on stable storage before forwarding; os: written to the OS before forwarding"),
+    Setting("require_identity", "identity", _bool, False,
+            "refuse statements that carry no identity (SQLSTATE 28000)"),
+    Setting("trusted_roles", "identity", _list, (),
+            "roles allowed to assert identity by comment, SET or startup option (empty: any)"),
+    Setting("trusted_networks", "identity", _networks, ("127.0.0.0/8", "::1/128"),
+            "client networks allowed to assert identity"),
+    Setting("log_format", "logging", _choice("text", "json"), "text", "log line format"),
+    Setting("log_level", "logging", _choice("debug", "info", "warning", "error"), "info",
+            "least severe log level shown"),
+)
+BY_NAME = {s.name: s for s in REGISTRY}
+
+
+@dataclass(frozen=True)
+class Value:
+    value: Any
+    origin: str
+
+
+class Config:
+    """Effective settings, each with its origin ("default", "file:PATH:LINE", "env:NAME", "flag")."""
+
+    def __init__(self, values: Mapping[str, Value], path: Path | None) -> None:
+        self._values = dict(values)
+        self.path = path
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name].value
+
+    def origin(self, name: str) -> str:
+        return self._values[name].origin
+
+    def items(self) -> list[tuple[Setting, Value]]:
+        return [(s, self._values[s.name]) for s in REGISTRY]
+
+    @property
+    def ledger_dir(self) -> Path:
+        value = self["ledger"]
+        return Path(value if value else _default_ledger()).expanduser()
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir("scalple")) / "scalple.toml"
+
+
+def _key_line(text: str, section: str, key: str) -> int:
+    current = ""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        m = re.match(r"^\[\s*([^\]]+?)\s*\]", stripped)
+        if m:
+            current = m.group(1)
+            continue
+        if re.match(rf"^\"?{re.escape(key)}\"?\s*=", stripped) and current in (section, ""):
+            return lineno
+    return 0
+
+
+def _read_file(path: Path) -> dict[str, Value]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    values: dict[str, Value] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            line = _key_line(text, "", section)
+            raise ConfigError(f"{path}:{line}: '{section}' must be a [section], e.g. [proxy]")
+        for key, raw in table.items():
+            line = _key_line(text, section, key)
+            setting = BY_NAME.get(key)
+            if setting is None or setting.section != section:
+                hint = f"; did you mean [{setting.section}] {key}?" if setting else ""
+                raise ConfigError(f"{path}:{line}: unknown setting [{section}] {key}{hint}")
+            try:
+                values[key] = Value(setting.parse(raw), f"file:{path}:{line}")
+            except ValueError as exc:
+                raise ConfigError(f"{path}:{line}: [{section}] {key}: {exc}") from exc
+    return values
+
+
+def load(path: Path | None = None, flags: Mapping[str, Any] | None = None,
+         env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the file, then env vars, then flags (flags set to None are ignored)."""
+    env = os.environ if env is None else env
+    values = {s.name: Value(s.default, "default") for s in REGISTRY}
+    explicit = path or (Path(env["SCALPLE_CONFIG"]) if env.get("SCALPLE_CONFIG") else None)
+    chosen = explicit or default_config_path()
+    if explicit is not None or chosen.exists():
+        values.update(_read_file(chosen))
+    else:
+        chosen = None  # type: ignore[assignment]
+    for s in REGISTRY:
+        if s.env in env:
+            try:
+                values[s.name] = Value(s.parse(env[s.env]), f"env:{s.env}")
+            except ValueError as exc:
+                raise ConfigError(f"environment variable {s.env}: {exc}") from exc
+    for name, raw in (flags or {}).items():
+        if raw is None:
+            continue
+        try:
+            values[name] = Value(BY_NAME[name].parse(raw), "flag")
+        except ValueError as exc:
+            raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from exc
+    return Config(values, chosen)
