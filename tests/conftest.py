@@ -1,0 +1,21 @@
+"""Shared fixtures: one real PostgreSQL 15 (pgAudit) + PgBouncer (transaction mode) per test run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from scalple.sandbox import Sandbox
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """PostgreSQL on sandbox.pg_port and PgBouncer on sandbox.bouncer_port; roles in ROLES."""
+    sb = Sandbox(base=tmp_path_factory.mktemp("sandbox"))
+    try:
+        sb.start_postgres()
+        sb.start_pgbouncer()
+        yield sb
+    finally:
+        sb.stop()
