@@ -10,12 +10,13 @@ from scalple.sandbox import Sandbox
 
 
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+def sandbox() -> Iterator[Sandbox]:
     """PostgreSQL on sandbox.pg_port and PgBouncer on sandbox.bouncer_port; roles in ROLES."""
-    sb = Sandbox(base=tmp_path_factory.mktemp("sandbox"))
+    # Its own dir under /tmp: pytest's tmp dirs are 0700, closed to the postgres OS user.
+    sb = Sandbox()
     try:
         sb.start_postgres()
         sb.start_pgbouncer()
         yield sb
     finally:
-        sb.stop()
+        sb.cleanup()
