@@ -103,25 +103,73 @@ def _default_ledger() -> str:
 
 REGISTRY: tuple[Setting, ...] = (
     Setting("listen", "proxy", _hostport, "127.0.0.1:6433", "address the proxy listens on"),
-    Setting("upstream", "proxy", _str, "postgresql://127.0.0.1:6432",
-            "where statements go: PgBouncer or PostgreSQL, as postgresql://HOST:PORT"),
+    Setting(
+        "upstream",
+        "proxy",
+        _str,
+        "postgresql://127.0.0.1:6432",
+        "where statements go: PgBouncer or PostgreSQL, as postgresql://HOST:PORT",
+    ),
     Setting("connect_timeout", "proxy", _float, 10.0, "seconds to reach the upstream"),
-    Setting("stall_timeout", "proxy", _float, 30.0,
-            "seconds a client may stall in the middle of a message before it is cut off"),
-    Setting("max_message_bytes", "proxy", _int, 256 * 1024 * 1024,
-            "largest client message accepted (bytes); larger ones close that connection"),
+    Setting(
+        "stall_timeout",
+        "proxy",
+        _float,
+        30.0,
+        "seconds a client may stall in the middle of a message before it is cut off",
+    ),
+    Setting(
+        "max_message_bytes",
+        "proxy",
+        _int,
+        256 * 1024 * 1024,
+        "largest client message accepted (bytes); larger ones close that connection",
+    ),
     Setting("ledger", "ledger", _str, None, "ledger directory (default: the user data dir)"),
-    Setting("durability", "ledger", _choice("fsync", "os"), "fsync",
-            "fsync: on stable storage before forwarding; os: written to the OS before forwarding"),
-    Setting("require_identity", "identity", _bool, False,
-            "refuse statements that carry no identity (SQLSTATE 28000)"),
-    Setting("trusted_roles", "identity", _list, (),
-            "roles allowed to assert identity by comment, SET or startup option (empty: any)"),
-    Setting("trusted_networks", "identity", _networks, ("127.0.0.0/8", "::1/128"),
-            "client networks allowed to assert identity"),
+    Setting(
+        "durability",
+        "ledger",
+        _choice("fsync", "os"),
+        "fsync",
+        "fsync: on stable storage before forwarding; os: written to the OS before forwarding",
+    ),
+    Setting(
+        "require_identity",
+        "identity",
+        _bool,
+        False,
+        "refuse statements that carry no identity (SQLSTATE 28000)",
+    ),
+    Setting(
+        "trusted_roles",
+        "identity",
+        _list,
+        (),
+        "roles allowed to assert identity by comment, SET or startup option (empty: any)",
+    ),
+    Setting(
+        "trusted_networks",
+        "identity",
+        _networks,
+        ("127.0.0.0/8", "::1/128"),
+        "client networks allowed to assert identity",
+    ),
     Setting("log_format", "logging", _choice("text", "json"), "text", "log line format"),
-    Setting("log_level", "logging", _choice("debug", "info", "warning", "error"), "info",
-            "least severe log level shown"),
+    Setting(
+        "log_level",
+        "logging",
+        _choice("debug", "info", "warning", "error"),
+        "info",
+        "least severe log level shown",
+    ),
+    Setting(
+        "proxy_addrs",
+        "gapcheck",
+        _networks,
+        (),
+        "addresses Scalple (or a pooler only Scalple reaches) connects from; gap-check "
+        "counts sessions from elsewhere as bypassing the proxy",
+    ),
 )
 BY_NAME = {s.name: s for s in REGISTRY}
 
@@ -133,7 +181,7 @@ class Value:
 
 
 class Config:
-    """Effective settings, each with its origin ("default", "file:PATH:LINE", "env:NAME", "flag")."""
+    """Effective settings, each with its origin: default, file:PATH:LINE, env:NAME or flag."""
 
     def __init__(self, values: Mapping[str, Value], path: Path | None) -> None:
         self._values = dict(values)
@@ -198,8 +246,11 @@ def _read_file(path: Path) -> dict[str, Value]:
     return values
 
 
-def load(path: Path | None = None, flags: Mapping[str, Any] | None = None,
-         env: Mapping[str, str] | None = None) -> Config:
+def load(
+    path: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
     """Defaults, then the file, then env vars, then flags (flags set to None are ignored)."""
     env = os.environ if env is None else env
     values = {s.name: Value(s.default, "default") for s in REGISTRY}

@@ -29,9 +29,7 @@ ROLES: dict[str, tuple[str, str]] = {
     "trust_user": ("", "trust"),
     "monitor_user": ("monitor_secret", "scram-sha-256"),
 }
-INSTALL_HINT = (
-    "install them with: apt-get install -y postgresql-15 postgresql-15-pgaudit pgbouncer"
-)
+INSTALL_HINT = "install them with: apt-get install -y postgresql-15 postgresql-15-pgaudit pgbouncer"
 
 
 def free_port() -> int:
@@ -79,7 +77,9 @@ def _service_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam("postgres")
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float) -> None:
+def _wait_port(
+    port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -152,9 +152,23 @@ class Sandbox:
         pwfile.write_text("postgres\n")
         self._chown(pwfile)
         init = subprocess.run(
-            [str(bindir / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "-A", "trust",
-             "-E", "UTF8", "--no-sync", f"--pwfile={pwfile}"],
-            capture_output=True, env=env, cwd=self.base, **as_user,  # type: ignore[call-overload]
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                f"--pwfile={pwfile}",
+            ],
+            capture_output=True,
+            env=env,
+            cwd=self.base,
+            **as_user,  # type: ignore[call-overload]
         )
         if init.returncode != 0:
             raise SandboxError(f"initdb failed: {init.stderr.decode(errors='replace')[-2000:]}")
@@ -171,8 +185,11 @@ class Sandbox:
             "password_encryption = 'scram-sha-256'",
         ]
         if self.pgaudit:
-            conf += ["shared_preload_libraries = 'pgaudit'", "pgaudit.log = 'all, -misc_set'",
-                     "pgaudit.log_parameter = on"]
+            conf += [
+                "shared_preload_libraries = 'pgaudit'",
+                "pgaudit.log = 'all, -misc_set'",
+                "pgaudit.log_parameter = on",
+            ]
         conf += list(self.extra_conf)
         with open(self.pgdata / "postgresql.conf", "a") as f:
             f.write("\n".join(conf) + "\n")
@@ -186,8 +203,12 @@ class Sandbox:
         self._chown(self.pg_log)
         proc = subprocess.Popen(
             [str(bindir / "postgres"), "-D", str(self.pgdata)],
-            stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=self.base,
-            start_new_session=True, **as_user,  # type: ignore[call-overload]
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.base,
+            start_new_session=True,
+            **as_user,  # type: ignore[call-overload]
         )
         self._procs.append(proc)
         _wait_port(self.pg_port, proc, "PostgreSQL", self.pg_log, 60)
@@ -202,15 +223,37 @@ class Sandbox:
             time.sleep(0.1)
         raise SandboxError(f"PostgreSQL did not accept connections: {_tail(self.pg_log)}")
 
-    def psql(self, sql: str, *, dbname: str = "postgres", check: bool = True,
-             user: str = "postgres") -> subprocess.CompletedProcess[str]:
+    def psql(
+        self, sql: str, *, dbname: str = "postgres", check: bool = True, user: str = "postgres"
+    ) -> subprocess.CompletedProcess[str]:
         """Run SQL as the superuser over TCP with psql; returns psql's output."""
         bindir = postgres_bindir()
-        psql = bindir / "psql" if (bindir / "psql").exists() else Path(shutil.which("psql") or "psql")
+        psql = (
+            bindir / "psql" if (bindir / "psql").exists() else Path(shutil.which("psql") or "psql")
+        )
         out = subprocess.run(
-            [str(psql), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-             "-p", str(self.pg_port), "-U", user, "-d", dbname, "-c", sql],
-            capture_output=True, text=True, env={**os.environ, "PGPASSWORD": "", "PGCONNECT_TIMEOUT": "5"},
+            [
+                str(psql),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.pg_port),
+                "-U",
+                user,
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGPASSWORD": "", "PGCONNECT_TIMEOUT": "5"},
         )
         if check and out.returncode != 0:
             raise SandboxError(f"psql failed on {sql!r}: {out.stderr.strip()}")
@@ -237,8 +280,9 @@ class Sandbox:
             raise SandboxError(f"PgBouncer is not installed; {INSTALL_HINT}")
         self.bouncer_port = self.bouncer_port or free_port()
         userlist = self.base / "userlist.txt"
-        userlist.write_text("".join(f'"{r}" "{pw}"\n' for r, (pw, _) in ROLES.items() if pw)
-                            + '"postgres" ""\n')
+        userlist.write_text(
+            "".join(f'"{r}" "{pw}"\n' for r, (pw, _) in ROLES.items() if pw) + '"postgres" ""\n'
+        )
         ini = self.base / "pgbouncer.ini"
         ini.write_text(
             "[databases]\n"
@@ -261,8 +305,12 @@ class Sandbox:
             self._chown(p)
             os.chmod(p, 0o600)
         proc = subprocess.Popen(
-            [str(binary), str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            cwd=self.base, start_new_session=True, **self._run_as(),  # type: ignore[call-overload]
+            [str(binary), str(ini)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.base,
+            start_new_session=True,
+            **self._run_as(),  # type: ignore[call-overload]
         )
         self._procs.append(proc)
         _wait_port(self.bouncer_port, proc, "PgBouncer", self.bouncer_log, 30)

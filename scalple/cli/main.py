@@ -22,6 +22,7 @@ app = typer.Typer(
 # Each module defines `register(app)`; add a line here to add a command.
 COMMAND_MODULES = (
     "scalple.cli.serve",
+    "scalple.cli.gapcheck",
 )
 
 
@@ -33,8 +34,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Scalple: a PostgreSQL audit proxy that records who ran every statement."""
 
@@ -49,3 +51,7 @@ def main() -> None:
     except ScalpleError as exc:
         Console(stderr=True).print(f"[bold red]scalple:[/] {exc}", highlight=False, markup=True)
         sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
