@@ -17,6 +17,7 @@ from typing import Any
 
 import platformdirs
 
+from scalple.analysis import settings as _analysis
 from scalple.errors import ConfigError
 
 Parser = Callable[[Any], Any]
@@ -169,6 +170,77 @@ REGISTRY: tuple[Setting, ...] = (
         (),
         "addresses Scalple (or a pooler only Scalple reaches) connects from; gap-check "
         "counts sessions from elsewhere as bypassing the proxy",
+    ),
+    Setting(
+        "pii_columns",
+        "analysis",
+        _analysis.column_list,
+        (),
+        "PII columns as TABLE.COLUMN or SCHEMA.TABLE.COLUMN; values meeting them are masked",
+    ),
+    Setting(
+        "value_patterns",
+        "analysis",
+        _list,
+        ("email", "iban", "card"),
+        "built-in value patterns masked wherever they appear: email, iban, card (Luhn)",
+    ),
+    Setting(
+        "extra_patterns",
+        "analysis",
+        _analysis.regex_map,
+        {},
+        "more value patterns masked wherever they appear, as a table of name = regex",
+    ),
+    Setting(
+        "mask_style",
+        "analysis",
+        _choice("shape", "hash", "redact"),
+        "shape",
+        "shape: j***@***.com; hash: keyed HMAC prefix; redact: ***",
+    ),
+    Setting(
+        "subject_columns",
+        "analysis",
+        _analysis.column_map,
+        {},
+        'data-subject identifier columns and their kind, e.g. {"users.id" = "customer"}',
+    ),
+    Setting(
+        "mask_subject_ids",
+        "analysis",
+        _bool,
+        True,
+        "also mask subject identifier values in recorded statements (they are hashed anyway)",
+    ),
+    Setting(
+        "subject_cap",
+        "analysis",
+        _int,
+        1000,
+        "most subjects one statement records; beyond it subjects_capped is set",
+    ),
+    Setting(
+        "search_path",
+        "analysis",
+        _list,
+        ("public",),
+        "schemas unqualified table names resolve in, after pg_catalog",
+    ),
+    Setting(
+        "catalog_dsn",
+        "analysis",
+        _str,
+        None,
+        "DSN Scalple reads the upstream catalog with (for * and result columns); "
+        "without it analysis uses the SQL alone",
+    ),
+    Setting(
+        "analysis_cache_size",
+        "analysis",
+        _int,
+        10000,
+        "statement shapes whose analysis is kept in memory",
     ),
 )
 BY_NAME = {s.name: s for s in REGISTRY}

@@ -1,0 +1,1 @@
+"""SQL analysis: what a statement touched, whose data it was, and its PII masked before disk."""
