@@ -6,6 +6,7 @@ value in a file is reported with its line.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -285,10 +286,17 @@ def _key_line(text: str, section: str, key: str) -> int:
         m = re.match(r"^\[\s*([^\]]+?)\s*\]", stripped)
         if m:
             current = m.group(1)
+            if current == f"{section}.{key}":
+                return lineno
             continue
         if re.match(rf"^\"?{re.escape(key)}\"?\s*=", stripped) and current in (section, ""):
             return lineno
     return 0
+
+
+def _near(key: str) -> str:
+    close = difflib.get_close_matches(key, list(BY_NAME), n=1, cutoff=0.6)
+    return f"; did you mean [{BY_NAME[close[0]].section}] {close[0]}?" if close else ""
 
 
 def _read_file(path: Path) -> dict[str, Value]:
@@ -304,12 +312,14 @@ def _read_file(path: Path) -> dict[str, Value]:
     for section, table in data.items():
         if not isinstance(table, dict):
             line = _key_line(text, "", section)
-            raise ConfigError(f"{path}:{line}: '{section}' must be a [section], e.g. [proxy]")
+            known = BY_NAME.get(section)
+            where = f"[{known.section}]" if known else "a [section], e.g. [proxy]"
+            raise ConfigError(f"{path}:{line}: '{section}' must be inside {where}")
         for key, raw in table.items():
             line = _key_line(text, section, key)
             setting = BY_NAME.get(key)
             if setting is None or setting.section != section:
-                hint = f"; did you mean [{setting.section}] {key}?" if setting else ""
+                hint = f"; did you mean [{setting.section}] {key}?" if setting else _near(key)
                 raise ConfigError(f"{path}:{line}: unknown setting [{section}] {key}{hint}")
             try:
                 values[key] = Value(setting.parse(raw), f"file:{path}:{line}")
