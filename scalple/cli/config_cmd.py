@@ -1,0 +1,114 @@
+"""`scalple config show`: the effective settings and where each came from."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from scalple import config as cfg
+
+config_app = typer.Typer(
+    name="config",
+    help="Inspect Scalple's configuration.",
+    no_args_is_help=True,
+)
+
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+_PASSWORD_KV = re.compile(r"(\bpassword\s*=\s*)('[^']*'|\S+)", re.I)
+
+
+def _redact(text: str) -> str:
+    """Hide passwords inside connection strings; config show output gets pasted into tickets."""
+    return _PASSWORD_KV.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", text))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, str):
+        return _redact(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _shown(setting: cfg.Setting, value: Any, settings: cfg.Config) -> str:
+    if setting.name == "ledger" and not value:
+        return f"{settings.ledger_dir} (user data dir)"
+    if value is None:
+        return "(unset)"
+    if isinstance(value, tuple | list):
+        return ", ".join(str(v) for v in value) or "(none)"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {v}" for k, v in value.items()) or "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _redact(str(value))
+
+
+def _origin(origin: str) -> str:
+    kind, _, rest = origin.partition(":")
+    return f"{kind} {rest}" if rest else kind
+
+
+@config_app.command("show")
+def show(
+    json_out: bool = typer.Option(False, "--json", help="Print the settings as JSON."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="TOML config file [env SCALPLE_CONFIG]."
+    ),
+) -> None:
+    """Print every effective setting, its value and where it came from (default, file:LINE, env)."""
+    settings = cfg.load(config)
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "file": str(settings.path) if settings.path else None,
+                    "default_file": str(cfg.default_config_path()),
+                    "settings": [
+                        {
+                            "name": s.name,
+                            "section": s.section,
+                            "value": _plain(v.value),
+                            "origin": v.origin,
+                            "env": s.env,
+                            "help": s.help,
+                        }
+                        for s, v in settings.items()
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    console = Console(highlight=False)
+    source = settings.path or f"none ({cfg.default_config_path()} does not exist)"
+    console.print(f"Config file: {source}")
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column in ("setting", "value", "from", "env var"):
+        table.add_column(column, overflow="fold")
+    for s, v in settings.items():
+        style = "" if v.origin == "default" else "bold"
+        table.add_row(
+            escape(f"[{s.section}] {s.name}"),
+            escape(_shown(s, v.value, settings)),
+            escape(_origin(v.origin)),
+            s.env,
+            style=style,
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app)
