@@ -23,6 +23,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "scalple.cli.serve",
     "scalple.cli.gapcheck",
+    "scalple.cli.config_cmd",
 )
 
 
