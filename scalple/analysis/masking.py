@@ -1,0 +1,37 @@
+"""Mask styles: what a PII value becomes in the ledger (shape-keeping, keyed hash, or redacted)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Final, Literal
+
+MaskStyle = Literal["shape", "hash", "redact"]
+MASK_STYLES: Final = ("shape", "hash", "redact")
+
+
+def _shape_email(value: str) -> str:
+    local, _, domain = value.rpartition("@")
+    tld = domain.rsplit(".", 1)[-1] if "." in domain else ""
+    return f"{local[:1]}***@***" + (f".{tld}" if tld else "")
+
+
+def _shape(value: str) -> str:
+    if "@" in value and not value.startswith("@"):
+        return _shape_email(value)
+    # Keep separators and length so "+1 555-0100" still reads as a phone number, and the first
+    # character only when there are enough others that it gives little away.
+    keep = 1 if len(value) > 4 else 0
+    return value[:keep] + "".join("*" if c.isalnum() else c for c in value[keep:])
+
+
+def mask(value: str, style: MaskStyle, key: bytes) -> str:
+    """The masked form of one value. Never returns the value itself (unless it is empty)."""
+    if not value:
+        return value
+    if style == "redact":
+        return "***"
+    if style == "hash":
+        digest = hmac.new(key, b"mask\x1f" + value.encode(), hashlib.sha256).hexdigest()
+        return "hmac:" + digest[:16]
+    return _shape(value)
