@@ -1,0 +1,152 @@
+"""Analysis unit tests: masking (literals, params, patterns, styles), subjects, fallback, results."""
+
+from __future__ import annotations
+
+import pytest
+
+from scalple.analysis import Analyzer, Catalog, Policy, ResultField, subject_hash
+from scalple.analysis.lexer import scan
+from scalple.analysis.patterns import BUILTIN, iban_ok, luhn_ok
+
+KEY = b"k" * 32
+CATALOG = Catalog.from_tables(
+    {"public.users": ["id", "email", "phone", "name"], "public.orders": ["id", "customer_id"]}
+)
+
+
+def analyzer(style: str = "shape", catalog: Catalog | None = CATALOG) -> Analyzer:
+    policy = Policy.build(
+        ["users.email", "users.phone"],
+        {"users.id": "customer", "orders.customer_id": "customer", "users.email": "email"},
+        mask_style=style,
+    )
+    return Analyzer(policy, KEY, catalog)
+
+
+def test_literal_compared_with_pii_column_is_masked() -> None:
+    r = analyzer().analyze("SELECT name FROM users WHERE email = 'john@example.com'")
+    assert r.statement == "SELECT name FROM users WHERE email = 'j***@***.com'"
+    assert r.masked_fields == ("public.users.email → j***@***.com",)
+    assert r.subjects == (subject_hash(KEY, "email", "John@Example.com"),)
+
+
+def test_non_pattern_pii_literal_masked_by_column_only() -> None:
+    r = analyzer().analyze("UPDATE users SET phone = '+1 555-0100' WHERE name = 'Ann'")
+    assert "555-0100" not in r.statement and "'Ann'" in r.statement
+
+
+def test_params_masked_by_position_and_pattern() -> None:
+    r = analyzer().analyze(
+        "INSERT INTO users (id, phone, name) VALUES ($1, $2, $3)",
+        [b"42", b"+15550100", b"mail me: ann@corp.io"],
+    )
+    assert r.params[1] == "+********"
+    assert r.params[2] == "mail me: a***@***.io"
+    assert subject_hash(KEY, "customer", "42") in r.subjects
+
+
+def test_binary_param_shown_as_integer_and_hashed() -> None:
+    r = analyzer().analyze("SELECT * FROM orders WHERE customer_id = $1", [b"\0\0\0*"], [1])
+    assert r.subjects == (subject_hash(KEY, "customer", "42"),)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "4111 1111 1111 1111", "a.b@c.de"],
+)
+def test_value_patterns_masked_anywhere(text: str) -> None:
+    r = analyzer().analyze(f"SELECT '{text}' AS note")
+    assert text not in r.statement and r.masked_fields
+
+
+def test_patterns_reject_lookalikes() -> None:
+    assert not luhn_ok("4111111111111112")
+    assert not iban_ok("DE00370400440532013000")
+    assert not list(BUILTIN["card"].find("order 1234567890123"))
+
+
+@pytest.mark.parametrize(
+    ("style", "expected"), [("redact", "'***'"), ("hash", "'hmac:"), ("shape", "'j***@***.com'")]
+)
+def test_mask_styles(style: str, expected: str) -> None:
+    r = analyzer(style).analyze("SELECT 1 FROM users WHERE email = 'john@example.com'")
+    assert expected in r.statement and "john@" not in r.statement
+
+
+def test_unparseable_statement_masks_every_literal() -> None:
+    r = analyzer().analyze("SELEKT * FRUM users WHERE x = 'secret' AND y = 12345", [b"p"])
+    assert r.analysis == "failed"
+    assert "secret" not in r.statement and "12345" not in r.statement
+    assert r.params == ("***",) or r.params == ("*",)
+
+
+def test_role_password_masked() -> None:
+    r = analyzer().analyze("ALTER ROLE bob WITH PASSWORD 'hunter2'")
+    assert r.audit_class == "ROLE" and "hunter2" not in r.statement
+
+
+def test_cache_hit_applies_to_new_values() -> None:
+    a = analyzer()
+    a.analyze("SELECT 1 FROM users WHERE email = 'a@b.com' AND id = 1")
+    r = a.analyze("SELECT 1 FROM users WHERE email = 'zed@q.org' AND id = 2")
+    assert "zed" not in r.statement and len(a._shapes) == 1
+
+
+def test_subject_cap() -> None:
+    policy = Policy.build((), {"users.id": "customer"}, subject_cap=3)
+    r = Analyzer(policy, KEY).analyze("SELECT * FROM users WHERE id IN (1, 2, 3, 4, 5)")
+    assert len(r.subjects) == 3 and r.subjects_capped
+
+
+def test_subject_hash_normalizes() -> None:
+    assert subject_hash(KEY, "customer", "042") == subject_hash(KEY, "customer", "42")
+    assert subject_hash(KEY, "email", "A@B.com") == subject_hash(KEY, "email", " a@b.com")
+    assert subject_hash(KEY, "customer", "42") != subject_hash(KEY, "email", "42")
+
+
+def test_scan_skips_identifiers_and_finds_prefixed_strings() -> None:
+    s = scan("SELECT \"t1\".\"it's\", col2 FROM t WHERE a = E'x\\'y' AND b = $$z$$ AND c = 3")
+    assert [t.value() for t in s.literals] == ["x'y", "z", "3"]
+
+
+def _row(*values: bytes | None) -> bytes:
+    out = len(values).to_bytes(2, "big")
+    for v in values:
+        out += (-1).to_bytes(4, "big", signed=True) if v is None else len(v).to_bytes(4, "big") + v
+    return out
+
+
+def test_result_plan_decodes_subject_columns() -> None:
+    users = CATALOG.relation("public.users")
+    assert users is not None
+    fields = [
+        ResultField("id", users.oid, 1, 23, 1),
+        ResultField("name", users.oid, 4, 25, 0),
+        ResultField("email", users.oid, 2, 25, 0),
+    ]
+    plan = analyzer().result_plan(fields)
+    assert plan is not None
+    assert plan.columns == ("public.users.id", "public.users.name", "public.users.email")
+    hashes = plan.subjects_in_row(_row((7).to_bytes(4, "big"), b"Ann", b"ann@x.org"))
+    assert hashes == (subject_hash(KEY, "customer", "7"), subject_hash(KEY, "email", "ann@x.org"))
+    assert plan.subjects_in_row(_row(None, b"Ann", None)) == ()
+
+
+def test_result_plan_without_catalog_uses_statement_columns() -> None:
+    a = analyzer(catalog=None)
+    st = a.analyze("SELECT id, name FROM users")
+    plan = a.result_plan(
+        [ResultField("id", 99999, 1, 23, 0), ResultField("?column?", 0, 0, 23)], st
+    )
+    assert plan is not None and plan.columns == ("public.users.id", None)
+
+
+def test_copy_plan_text_format() -> None:
+    plan = analyzer().copy_plan("COPY users (name, id, email) FROM STDIN")
+    assert plan is not None
+    assert plan.subjects_in_line(b"Ann\t7\tann@x.org\n") == (
+        subject_hash(KEY, "customer", "7"),
+        subject_hash(KEY, "email", "ann@x.org"),
+    )
+    assert plan.subjects_in_line(b"Ann\t\\N\t\\N\n") == ()
+    assert analyzer().copy_plan("COPY orders (id) FROM STDIN") is None
