@@ -1,4 +1,4 @@
-"""Analysis unit tests: masking (literals, params, patterns, styles), subjects, fallback, results."""
+"""Analysis unit tests: masking (literals, params, patterns, styles), subjects, fallback."""
 
 from __future__ import annotations
 
