@@ -65,7 +65,7 @@ def _origin(origin: str) -> str:
 def show(
     json_out: bool = typer.Option(False, "--json", help="Print the settings as JSON."),
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="TOML config file [env SCALPLE_CONFIG]."
+        None, "--config", "-c", help="TOML config file \\[env SCALPLE_CONFIG]."
     ),
 ) -> None:
     """Print every effective setting, its value and where it came from (default, file:LINE, env)."""

@@ -26,7 +26,7 @@ def gap_check(
         "--proxy-addr",
         metavar="NETWORK",
         help="Address or network Scalple (or a pooler only Scalple reaches) connects from; "
-        "repeat for several [env SCALPLE_PROXY_ADDRS].",
+        "repeat for several \\[env SCALPLE_PROXY_ADDRS].",
     ),
     min_shared_sessions: int = typer.Option(
         3,
@@ -35,7 +35,7 @@ def gap_check(
         help="Sessions of one role from one source that make it count as shared.",
     ),
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="TOML config file [env SCALPLE_CONFIG]."
+        None, "--config", "-c", help="TOML config file \\[env SCALPLE_CONFIG]."
     ),
 ) -> None:
     """Check a live database for statements it cannot tie to a person.
