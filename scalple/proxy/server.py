@@ -208,16 +208,18 @@ class Proxy:
             return
         host, port = self.upstream
         try:
-            _, writer = await asyncio.wait_for(
+            reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port), self.connect_timeout
             )
         except (OSError, TimeoutError) as exc:
             log.warning("cancel request could not reach upstream: %s", exc)
             return
         writer.write(codec.encode_cancel(*session.upstream_key))
+        # As libpq does: wait for the upstream to close, so it has read the request.
         with contextlib.suppress(Exception):
             await writer.drain()
-            writer.close()
+            await asyncio.wait_for(reader.read(), self.connect_timeout)
+        writer.close()
         log.info("cancel request forwarded for session %s", session.session_id)
 
 

@@ -361,6 +361,10 @@ class Session:
         return self.current_claim(comment), None
 
     def _query(self, step: Step, raw: bytes, sql: str) -> None:
+        if not sql.strip(" \t\r\n;"):  # an empty query is no statement: nothing to record
+            self._queue.append(Pending(QUERY))
+            step.upstream.append(raw)
+            return
         statements = split_statements(sql)
         runs: list[Run] = []
         refusal: tuple[str, str, str | None] | None = None
