@@ -135,6 +135,12 @@ REGISTRY: tuple[Setting, ...] = (
         "fsync",
         "fsync: on stable storage before forwarding; os: written to the OS before forwarding",
     ),
+    Setting("key_dir", "ledger", _str, None,
+            "signing key and subject secret directory (default: the user config dir, keys/)"),
+    Setting("seal_bytes", "ledger", _int, 64 * 1024 * 1024,
+            "seal the journal into a signed Parquet segment once it holds this many bytes"),
+    Setting("seal_seconds", "ledger", _float, 3600.0,
+            "seal the journal into a signed Parquet segment once it is this many seconds old"),
     Setting(
         "require_identity",
         "identity",

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from scalple.ledger.keys import resolve_key_dir, signing_key
 from scalple.ledger.sink import AuditSink
+from scalple.ledger.writer import LedgerSink
+
+if TYPE_CHECKING:
+    from scalple.config import Config
+
+SINK_SETTINGS = ("key_dir", "seal_bytes", "seal_seconds")
 
 
-def open_sink(directory: Path, durability: str = "fsync", **settings: Any) -> AuditSink:
-    """Open (creating if needed) the ledger at `directory` for appending; call from any thread.
+def open_sink(directory: Path, durability: str = "fsync", **settings: Any) -> LedgerSink:
+    """Open (creating if needed, recovering after a crash) the ledger at `directory`.
 
-    `durability` is "fsync" or "os". Extra `settings` are the [ledger] settings by name.
-    Close with `await sink.aclose()`, which seals the journal.
+    `durability` is "fsync" or "os"; `settings` are the other [ledger] settings by name
+    (`ledger_settings(config)` gives them). The signing key is created on first use. Blocks
+    while recovering; close with `await sink.aclose()`, which seals the journal.
     """
-    from scalple.ledger.standin import JsonlSink
+    key = signing_key(resolve_key_dir(settings.get("key_dir")))
+    sizes = {k: settings[k] for k in ("seal_bytes", "seal_seconds") if settings.get(k) is not None}
+    return LedgerSink(Path(directory), key, durability=durability, **sizes)
 
-    return JsonlSink(Path(directory), fsync=durability == "fsync")
+
+def ledger_settings(config: Config) -> dict[str, Any]:
+    """The [ledger] settings `open_sink` takes, from effective config."""
+    return {name: config[name] for name in SINK_SETTINGS}
 
 
-__all__ = ["AuditSink", "open_sink"]
+__all__ = ["AuditSink", "LedgerSink", "ledger_settings", "open_sink"]

@@ -18,7 +18,9 @@ class JsonlSink:
 
     def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(directory / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fd = os.open(
+            directory / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+        )
         self._fsync = fsync
         self._encoder = msgspec.json.Encoder()
         self._pending: list[bytes] = []

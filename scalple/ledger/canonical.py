@@ -1,0 +1,56 @@
+"""The canonical bytes of an audit event and its chained, domain-separated SHA-256.
+
+Canonical form: msgspec JSON of the `AuditEvent` with every field, in declaration order, no
+whitespace, UTF-8, with `hash` set to "". `hash` is the last field, so a journal line is the
+canonical form with the 64 hex digits spliced into the final `""`. The event hash is
+SHA-256(EVENT_DOMAIN + canonical), hex; `prev_hash` of the first event is GENESIS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+import msgspec
+
+from scalple.events import AuditEvent
+
+EVENT_DOMAIN: Final = b"scalple/event/v1\n"
+GENESIS: Final = "0" * 64
+_TAIL: Final = b'"}'
+_HASH_TAIL_LEN: Final = 64 + len(_TAIL)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AuditEvent)
+
+
+def chain(event: AuditEvent, seq: int, prev_hash: str) -> tuple[bytes, str]:
+    """Return the journal line (with trailing newline) and hash of `event` placed at `seq`."""
+    canonical = _encoder.encode(
+        msgspec.structs.replace(event, seq=seq, prev_hash=prev_hash, hash="")
+    )
+    digest = hashlib.sha256(EVENT_DOMAIN + canonical).hexdigest()
+    return canonical[:-2] + digest.encode() + b'"}\n', digest
+
+
+def canonical_of_line(line: bytes) -> bytes:
+    """The canonical bytes a journal line (without newline) claims to carry: its hash blanked."""
+    return line[:-_HASH_TAIL_LEN] + _TAIL
+
+
+def line_hash(line: bytes) -> str:
+    """The hash a journal line (without newline) claims: the 64 characters before its end."""
+    return line[-_HASH_TAIL_LEN:-2].decode("ascii", "replace")
+
+
+def event_hash(canonical: bytes) -> str:
+    return hashlib.sha256(EVENT_DOMAIN + canonical).hexdigest()
+
+
+def canonical_bytes(event: AuditEvent) -> bytes:
+    """Canonical form of an event as stored (its own `hash` blanked)."""
+    return _encoder.encode(msgspec.structs.replace(event, hash=""))
+
+
+def decode_line(line: bytes) -> AuditEvent:
+    return _decoder.decode(line)

@@ -1,0 +1,70 @@
+"""Checkpoints: a signed statement of what one sealed segment holds, chained to the one before."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from scalple.errors import LedgerError
+from scalple.ledger.keys import SigningKey, verify_signature
+
+CHECKPOINT_DOMAIN: Final = b"scalple/checkpoint/v1\n"
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """Signed with Ed25519 over CHECKPOINT_DOMAIN + its JSON with `signature` blank."""
+
+    v: int = 1
+    segment: str
+    segment_sha256: str
+    events: int
+    first_seq: int
+    last_seq: int
+    first_prev_hash: str
+    last_hash: str
+    prev_checkpoint: str
+    sealed_at: int
+    public_key: str
+    signature: str = ""
+
+    def message(self) -> bytes:
+        return CHECKPOINT_DOMAIN + msgspec.json.encode(msgspec.structs.replace(self, signature=""))
+
+    def signed(self, key: SigningKey) -> Checkpoint:
+        if key.public != self.public_key:
+            raise ValueError("checkpoint names a different public key")
+        return msgspec.structs.replace(self, signature=key.sign(self.message()))
+
+    def signature_valid(self) -> bool:
+        return verify_signature(self.public_key, self.signature, self.message())
+
+    def encode(self) -> bytes:
+        return msgspec.json.encode(self) + b"\n"
+
+
+def digest(data: bytes) -> str:
+    """What the next checkpoint's `prev_checkpoint` holds: SHA-256 of this one's file bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_checkpoint(path: Path) -> tuple[Checkpoint, bytes]:
+    """The checkpoint in `path` and its exact bytes; LedgerError if unreadable or malformed."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LedgerError(f"cannot read checkpoint {path}: {exc.strerror}") from exc
+    try:
+        return msgspec.json.decode(data, type=Checkpoint), data
+    except msgspec.DecodeError as exc:
+        raise LedgerError(f"{path} is not a checkpoint: {exc}") from exc
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,82 @@
+"""Where a ledger keeps its files. On disk, for a ledger directory LEDGER:
+
+    LEDGER/LOCK                                  held (flock) by the one process appending
+    LEDGER/journal/<first seq:020>.jsonl         unsealed events, one canonical record a line;
+                                                 the highest-numbered is live, others await seal
+    LEDGER/segments/<first:020>-<last:020>.parquet      sealed events, read-only (0444)
+    LEDGER/segments/<first:020>-<last:020>.checkpoint   signed checkpoint of that segment (0444)
+    LEDGER/keys/<n:06>.rotation                  key rotation certificates (old key signs new)
+
+Sequence numbers start at 1 and have no gaps; a segment's name gives the seqs it holds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+_SEGMENT_RE: Final = re.compile(r"^(\d{20})-(\d{20})\.parquet$")
+_JOURNAL_RE: Final = re.compile(r"^(\d{20})\.jsonl$")
+
+
+@dataclass(frozen=True)
+class SegmentFiles:
+    first_seq: int
+    last_seq: int
+    parquet: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.parquet.with_suffix(".checkpoint")
+
+
+class Layout:
+    """Paths inside one ledger directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.journal_dir = self.root / "journal"
+        self.segment_dir = self.root / "segments"
+        self.key_dir = self.root / "keys"
+        self.lock = self.root / "LOCK"
+
+    def create(self) -> None:
+        for d in (self.journal_dir, self.segment_dir, self.key_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def journal(self, first_seq: int) -> Path:
+        return self.journal_dir / f"{first_seq:020d}.jsonl"
+
+    def segment(self, first_seq: int, last_seq: int) -> SegmentFiles:
+        return SegmentFiles(
+            first_seq, last_seq, self.segment_dir / f"{first_seq:020d}-{last_seq:020d}.parquet"
+        )
+
+    def journals(self) -> list[tuple[int, Path]]:
+        """Journal files by first seq, oldest first."""
+        return sorted(
+            (int(m.group(1)), p)
+            for p in _list(self.journal_dir)
+            if (m := _JOURNAL_RE.match(p.name))
+        )
+
+    def segments(self) -> list[SegmentFiles]:
+        """Segments by first seq, oldest first (a checkpoint file may be missing)."""
+        found = [
+            (int(m.group(1)), int(m.group(2)), p)
+            for p in _list(self.segment_dir)
+            if (m := _SEGMENT_RE.match(p.name))
+        ]
+        return [SegmentFiles(a, b, p) for a, b, p in sorted(found)]
+
+    def rotations(self) -> list[Path]:
+        return sorted(p for p in _list(self.key_dir) if p.suffix == ".rotation")
+
+
+def _list(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except FileNotFoundError:
+        return []

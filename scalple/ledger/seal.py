@@ -1,0 +1,111 @@
+"""Sealing: a closed journal becomes a read-only ZSTD Parquet segment and a signed checkpoint.
+
+The segment is checked row by row against the journal's chain before it is signed, so a
+checkpoint never vouches for a segment that does not reproduce every event hash.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from scalple.errors import LedgerError
+from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256
+from scalple.ledger.columns import READ_JSON_COLUMNS, SELECT_COLUMNS
+from scalple.ledger.keys import SigningKey
+from scalple.ledger.layout import Layout
+from scalple.ledger.query import quote
+from scalple.ledger.recovery import Pending
+from scalple.ledger.segment import check_rows
+
+READ_ONLY = 0o444
+ROW_GROUP_ROWS = 122_880
+
+
+@dataclass(frozen=True)
+class Sealed:
+    checkpoint: Checkpoint
+    digest: str
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_parquet(con: duckdb.DuckDBPyConnection, journal: Path, out: Path) -> None:
+    con.execute(
+        f"COPY (SELECT {SELECT_COLUMNS} FROM read_json({quote(journal)}, "
+        f"format='newline_delimited', columns={READ_JSON_COLUMNS}, auto_detect=false, "
+        f"maximum_object_size=1073741824)) TO {quote(out)} "
+        f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+    )
+
+
+def _check(con: duckdb.DuckDBPyConnection, out: Path, pending: Pending) -> None:
+    rows = check_rows(con, out, pending.first_seq, pending.first_prev_hash)
+    if rows.problem is not None:
+        raise LedgerError(
+            f"sealing {pending.path.name}: segment differs from the journal at "
+            f"seq {rows.problem.seq}: {rows.problem.what}"
+        )
+    if rows.count != pending.count or rows.last_hash != pending.last_hash:
+        raise LedgerError(
+            f"sealing {pending.path.name}: segment holds {rows.count} events, "
+            f"the journal {pending.count}"
+        )
+
+
+def _write_checkpoint(path: Path, checkpoint: Checkpoint) -> bytes:
+    data = checkpoint.encode()
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, READ_ONLY)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return data
+
+
+def seal(
+    layout: Layout, pending: Pending, previous: Sealed | None, key: SigningKey, *, threads: int = 1
+) -> Sealed:
+    """Seal the closed journal `pending` after `previous`; delete the journal once signed."""
+    last_seq = pending.first_seq + pending.count - 1
+    files = layout.segment(pending.first_seq, last_seq)
+    tmp = files.parquet.with_name(files.parquet.name + ".tmp")
+    con = duckdb.connect(config={"threads": threads})
+    try:
+        _write_parquet(con, pending.path, tmp)
+        _check(con, tmp, pending)
+    finally:
+        con.close()
+    os.chmod(tmp, READ_ONLY)
+    _fsync_path(tmp)
+    os.replace(tmp, files.parquet)
+    checkpoint = Checkpoint(
+        segment=files.parquet.name,
+        segment_sha256=file_sha256(files.parquet),
+        events=pending.count,
+        first_seq=pending.first_seq,
+        last_seq=last_seq,
+        first_prev_hash=pending.first_prev_hash,
+        last_hash=pending.last_hash,
+        prev_checkpoint=previous.digest if previous else "",
+        sealed_at=time.time_ns() // 1000,
+        public_key=key.public,
+    ).signed(key)
+    data = _write_checkpoint(files.checkpoint, checkpoint)
+    _fsync_path(layout.segment_dir)
+    pending.path.unlink()
+    return Sealed(checkpoint, digest(data))
