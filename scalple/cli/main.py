@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "scalple.cli.serve",
     "scalple.cli.gapcheck",
     "scalple.cli.config_cmd",
+    "scalple.cli.demo",
 )
 
 

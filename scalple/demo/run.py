@@ -1,0 +1,452 @@
+"""The demo itself: start the stack, drive the workload, show both trails, run verify and dsar,
+clean up. The only module of the demo that does I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from scalple import config as cfg
+from scalple.demo.trails import Pair, pair, parse_pgaudit, scalple_statements
+from scalple.errors import SandboxError
+from scalple.sandbox import INSTALL_HINT, Sandbox, free_port, pgbouncer_binary, postgres_bindir
+
+APP = "shop-web"
+NOTEBOOK = "notebook"
+CUSTOMER = "42"
+ALICE, BOB, ANALYST = "alice@corp.example", "bob@corp.example", "analyst@corp.example"
+
+SCHEMA = """
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text NOT NULL);
+CREATE TABLE orders (id serial PRIMARY KEY, customer_id int NOT NULL REFERENCES customers,
+                     total numeric(10, 2) NOT NULL);
+CREATE TABLE customer_changes (customer_id int, changed_by text, changed_at timestamptz
+                               DEFAULT now());
+CREATE FUNCTION log_customer_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO customer_changes (customer_id, changed_by)
+  VALUES (NEW.id, coalesce(nullif(current_setting('app.user_id', true), ''), '(nobody)'));
+  RETURN NEW;
+END $$;
+CREATE TRIGGER customers_changed AFTER UPDATE ON customers
+  FOR EACH ROW EXECUTE FUNCTION log_customer_change();
+INSERT INTO customers VALUES (7, 'Ravi Patel', 'ravi@example.com'),
+  (42, 'Dana Reyes', 'dana.reyes@example.com'), (99, 'Mei Chen', 'mei@example.com');
+INSERT INTO orders (customer_id, total) VALUES (42, 120.00), (7, 35.50), (99, 12.00);
+"""
+# The settings the demo's proxy runs with, written only where this build knows them.
+PROXY_SETTINGS: dict[str, dict[str, Any]] = {
+    "analysis": {
+        "pii_columns": ["customers.email", "customers.name"],
+        "subject_columns": {
+            "customers.id": "customer",
+            "orders.customer_id": "customer",
+            "customer_changes.customer_id": "customer",
+        },
+    },
+}
+
+
+@dataclass
+class Stack:
+    sandbox: Sandbox
+    ledger: Path
+    proxy_port: int = 0
+    proxy: subprocess.Popen[bytes] | None = None
+    bouncer: bool = False
+    leaked: list[str] = field(default_factory=list)
+
+    @property
+    def upstream_port(self) -> int:
+        return self.sandbox.bouncer_port if self.bouncer else self.sandbox.pg_port
+
+    def via_proxy(self, application_name: str, options: str = "") -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.proxy_port,
+            dbname="app",
+            user="app_user",
+            password="app_secret",
+            autocommit=True,
+            application_name=application_name,
+            options=options,
+        )
+
+
+def _toml(settings: Mapping[str, Mapping[str, Any]]) -> str:
+    lines = []
+    for section, values in settings.items():
+        known = {k: v for k, v in values.items() if k in cfg.BY_NAME}
+        if not known:
+            continue
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in known.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)
+
+
+class Demo:
+    def __init__(self, console: Console, *, keep: bool = False) -> None:
+        self.out = console
+        self.keep = keep
+
+    def say(self, text: str) -> None:
+        self.out.print(text, highlight=False)
+
+    def run(self) -> int:
+        self.say(
+            "[bold]Scalple demo[/]: a throwaway PostgreSQL with pgAudit, PgBouncer and "
+            "Scalple on 127.0.0.1, a small workload by named people, and what each audit "
+            "trail recorded.\n"
+        )
+        self._preflight()
+        with self._stack() as stack:
+            self._workload(stack)
+            self._leak(stack)
+            pairs = self._trails(stack)
+            self._blame(stack)
+            self._ledger_commands(stack)
+            if self.keep:
+                self._hold(stack)
+        return 0 if pairs else 1
+
+    # -- setup and teardown -------------------------------------------------------------------
+
+    def _preflight(self) -> None:
+        try:
+            bindir = postgres_bindir()
+        except SandboxError as exc:
+            raise SandboxError(
+                "scalple demo needs PostgreSQL server binaries (initdb, postgres) and pgAudit; "
+                + INSTALL_HINT
+            ) from exc
+        self.say(f"  PostgreSQL binaries: {escape(str(bindir))}")
+
+    @contextlib.contextmanager
+    def _stack(self) -> Iterator[Stack]:
+        sandbox = Sandbox()
+        stack = Stack(sandbox, sandbox.base / "ledger")
+        try:
+            sandbox.start_postgres()
+            self.say(f"  [green]✓[/] PostgreSQL with pgAudit on 127.0.0.1:{sandbox.pg_port}")
+            if pgbouncer_binary() is not None:
+                sandbox.start_pgbouncer()
+                stack.bouncer = True
+                self.say(
+                    f"  [green]✓[/] PgBouncer (pool_mode = transaction) on "
+                    f"127.0.0.1:{sandbox.bouncer_port}"
+                )
+            else:
+                self.say(
+                    "  [yellow]![/] PgBouncer is not installed, so Scalple talks to "
+                    "PostgreSQL directly and the pooled-SET leak is skipped "
+                    "(apt-get install -y pgbouncer)"
+                )
+            with psycopg.connect(
+                sandbox.dsn("app_user"), autocommit=True, application_name="demo-setup"
+            ) as con:
+                con.execute(SCHEMA.encode())
+            self._start_proxy(stack)
+            yield stack
+        finally:
+            self._cleanup(stack)
+
+    def _start_proxy(self, stack: Stack) -> None:
+        stack.proxy_port = free_port()
+        conf = stack.sandbox.base / "scalple.toml"
+        conf.write_text(_toml(PROXY_SETTINGS))
+        log = stack.sandbox.base / "scalple.log"
+        args = [
+            sys.executable,
+            "-m",
+            "scalple",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{stack.proxy_port}",
+            "--upstream",
+            f"postgresql://127.0.0.1:{stack.upstream_port}",
+            "--ledger",
+            str(stack.ledger),
+            "--config",
+            str(conf),
+        ]
+        with open(log, "ab") as logf:
+            stack.proxy = subprocess.Popen(args, stdout=logf, stderr=logf, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if stack.proxy.poll() is not None:
+                raise SandboxError(f"scalple serve exited: {log.read_text()[-2000:]}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", stack.proxy_port), 0.2),
+            ):
+                self.say(
+                    f"  [green]✓[/] scalple serve on 127.0.0.1:{stack.proxy_port} → "
+                    f"{'PgBouncer' if stack.bouncer else 'PostgreSQL'}, ledger "
+                    f"{escape(str(stack.ledger))}\n"
+                )
+                return
+            time.sleep(0.05)
+        raise SandboxError(f"scalple serve did not listen: {log.read_text()[-2000:]}")
+
+    def _cleanup(self, stack: Stack) -> None:
+        self.say("\nCleaning up…")
+        if stack.proxy is not None and stack.proxy.poll() is None:
+            stack.proxy.send_signal(signal.SIGTERM)
+            try:
+                stack.proxy.wait(15)
+            except subprocess.TimeoutExpired:
+                stack.proxy.kill()
+                stack.proxy.wait()
+        stack.sandbox.cleanup()
+        self.say(
+            f"Stopped Scalple, PgBouncer and PostgreSQL; removed {escape(str(stack.sandbox.base))}."
+        )
+
+    def _hold(self, stack: Stack) -> None:
+        sb = stack.sandbox
+        self.say("\n[bold]Still running[/] (--keep). Connect with:")
+        rows = [
+            (
+                "through Scalple as Alice",
+                f"postgresql://app_user:app_secret@127.0.0.1:{stack.proxy_port}/app"
+                "?options=-c%20scalple.user%3Dalice%40corp.example",
+            ),
+            (
+                "through Scalple",
+                f"postgresql://app_user:app_secret@127.0.0.1:{stack.proxy_port}/app",
+            ),
+        ]
+        if stack.bouncer:
+            rows.append(("PgBouncer (around Scalple)", sb.dsn("app_user", port=sb.bouncer_port)))
+        rows += [
+            ("PostgreSQL (superuser)", f"postgresql://postgres@127.0.0.1:{sb.pg_port}/app"),
+            ("ledger", str(stack.ledger)),
+            ("pgAudit log", str(sb.pg_log)),
+        ]
+        for label, value in rows:  # never wrapped: they are for copying
+            self.out.print(f"  {label:<28} {escape(value)}", soft_wrap=True, highlight=False)
+        self.say("Press Ctrl-C to stop and clean up.")
+        with contextlib.suppress(KeyboardInterrupt):
+            while stack.proxy is not None and stack.proxy.poll() is None:
+                time.sleep(0.5)
+            self.say("[red]scalple serve stopped on its own[/]")
+
+    # -- workload -----------------------------------------------------------------------------
+
+    def _workload(self, stack: Stack) -> None:
+        self.say("[bold]Workload[/] through Scalple, all as the one database role app_user:")
+        alice = stack.via_proxy(application_name=APP, options=f"-c scalple.user={ALICE}")
+        bob = stack.via_proxy(application_name=APP)
+        analyst = stack.via_proxy(application_name=NOTEBOOK)
+        bob_tag = f"/*user='{BOB.replace('@', '%40')}'*/ "
+        steps: list[tuple[psycopg.Connection[Any], str, str]] = [
+            (alice, ALICE, f"SELECT id, name, email FROM customers WHERE id = {CUSTOMER}"),
+            (bob, BOB, bob_tag + f"SELECT email FROM customers WHERE id = {CUSTOMER}"),
+            (alice, ALICE, f"INSERT INTO orders (customer_id, total) VALUES ({CUSTOMER}, 19.90)"),
+            (bob, BOB, bob_tag + f"SELECT count(*) FROM orders WHERE customer_id = {CUSTOMER}"),
+            (analyst, ANALYST, f"SET scalple.user = '{ANALYST}'"),
+            (
+                analyst,
+                ANALYST,
+                "SELECT c.name, sum(o.total) FROM customers c "
+                "JOIN orders o ON o.customer_id = c.id GROUP BY c.name",
+            ),
+        ]
+        channel = {id(alice): "startup option", id(bob): "comment", id(analyst): "SET"}
+        try:
+            for con, who, sql in steps:
+                con.execute(sql.encode())
+                self.say(f"  {who:<22} [dim]{channel[id(con)]:<15}[/] {escape(sql)}")
+        finally:
+            for con in (alice, bob, analyst):
+                con.close()
+
+    def _leak(self, stack: Stack) -> None:
+        if not stack.bouncer:
+            return
+        self.say(
+            "\n[bold]Around Scalple[/]: the same app sets app.user_id itself, straight to "
+            "PgBouncer, and forgets to for Bob's next request:"
+        )
+        dsn = stack.sandbox.dsn("app_user", port=stack.sandbox.bouncer_port)
+        alice_req = [f"SET app.user_id = '{ALICE}'", "SELECT name FROM customers WHERE id = 7"]
+        bob_req = [f"UPDATE customers SET email = 'dana@new.example' WHERE id = {CUSTOMER}"]
+        for who, stmts in ((ALICE, alice_req), (BOB, bob_req)):
+            with psycopg.connect(dsn, autocommit=True, application_name=APP) as con:
+                for sql in stmts:
+                    con.execute(sql.encode())
+                    stack.leaked.append(sql)
+                    self.say(f"  {who:<22} [dim]{'(direct)':<15}[/] {escape(sql)}")
+
+    # -- the two trails -----------------------------------------------------------------------
+
+    def _events(self, stack: Stack) -> list[dict[str, Any]]:
+        standin = stack.ledger / "events.jsonl"
+        if standin.exists():
+            lines = standin.read_text().splitlines()
+            return [json.loads(line) for line in lines if line.strip()]
+        import duckdb
+
+        from scalple.ledger.query import events_view
+
+        con = duckdb.connect()
+        events_view(con, stack.ledger)
+        cur = con.execute("SELECT * FROM events ORDER BY seq")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def _settled_events(self, stack: Stack) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 10
+        while True:
+            events = self._events(stack)
+            done = {e["event_id"] for e in events if e["kind"] == "outcome"}
+            if all(e["event_id"] in done for e in scalple_statements(events)):
+                return events
+            if time.monotonic() > deadline:
+                return events
+            time.sleep(0.1)
+
+    def _trails(self, stack: Stack) -> list[Pair]:
+        events = self._settled_events(stack)
+        statements = [
+            e
+            for e in scalple_statements(events)
+            if not str(e.get("statement") or "").upper().startswith("SET ")
+        ]
+        audit = parse_pgaudit(stack.sandbox.postgres_log(), {APP, NOTEBOOK})
+        pairs = pair(statements, audit, [s for s in stack.leaked if not s.startswith("SET ")])
+        table = Table(
+            title="Who ran what: pgAudit's log vs Scalple's ledger",
+            show_lines=False,
+            title_justify="left",
+            expand=False,
+        )
+        table.add_column("statement", overflow="fold", max_width=60)
+        table.add_column("pgAudit says", no_wrap=True)
+        table.add_column("Scalple says", no_wrap=True)
+        for p in pairs:
+            scalple = (
+                f"[green]{escape(p.actor)}[/] [dim]({p.identity_source})[/]"
+                if p.actor
+                else "[red]not seen: went around Scalple[/]"
+                if p.identity_source is None
+                else "[yellow]unattributed[/]"
+            )
+            table.add_row(escape(p.statement), escape(p.pgaudit_user or "(no line)"), scalple)
+        self.out.print()
+        self.out.print(table)
+        seen = [p for p in pairs if p.identity_source is not None]
+        named = [p for p in seen if p.actor]
+        roles = sorted({p.pgaudit_user for p in pairs if p.pgaudit_user})
+        self.say(
+            f"pgAudit named the role [bold]{escape(', '.join(roles) or 'nobody')}[/] for "
+            f"every statement; Scalple named the person for {len(named)} of the "
+            f"{len(seen)} statements it carried."
+        )
+        return pairs
+
+    def _blame(self, stack: Stack) -> None:
+        if not stack.leaked:
+            return
+        with psycopg.connect(
+            stack.sandbox.dsn("app_user"), autocommit=True, application_name="demo-report"
+        ) as con:
+            rows = con.execute(
+                "SELECT changed_by FROM customer_changes WHERE customer_id = " + CUSTOMER
+            ).fetchall()
+        blamed = rows[-1][0] if rows else "(nothing)"
+        verdict = (
+            "[bold red]the classic blame error[/]. PgBouncer handed Bob's request the "
+            "server connection Alice's SET was still on"
+            if blamed == ALICE
+            else "this time PgBouncer gave Bob a fresh connection; under load it will not"
+        )
+        self.say(
+            f"\nThe app's own change log says customer {CUSTOMER}'s email was changed by "
+            f"[bold]{escape(str(blamed))}[/], but it was Bob's request: {verdict}."
+        )
+
+    # -- verify and dsar, when this build has them --------------------------------------------
+
+    def _ledger_commands(self, stack: Stack) -> None:
+        from scalple.cli.main import app
+
+        commands = getattr(typer.main.get_command(app), "commands", {})
+        values = {
+            "ledger": str(stack.ledger),
+            "ledger_dir": str(stack.ledger),
+            "subject": CUSTOMER,
+            "customer": CUSTOMER,
+            "value": CUSTOMER,
+            "identifier": CUSTOMER,
+            "id": CUSTOMER,
+            "kind": "customer",
+        }
+        for name, what in (
+            ("verify", "verify the ledger"),
+            ("dsar", f"everything done to customer {CUSTOMER}"),
+        ):
+            self.say(f"\n[bold]scalple {name}[/]: {what}")
+            cmd = commands.get(name)
+            if cmd is None:
+                self.say(f"  skipped: this build has no `scalple {name}` command yet")
+                continue
+            args = _arguments_for(cmd, values)
+            if args is None:
+                self.say(f"  skipped: do not know how to call `scalple {name}` here")
+                continue
+            self._run_cli([name, *args])
+
+    def _run_cli(self, args: list[str]) -> None:
+        self.say(f"  $ scalple {escape(' '.join(args))}")
+        proc = subprocess.run(
+            [sys.executable, "-m", "scalple", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "SCALPLE_CONFIG": os.devnull},
+        )
+        for line in (proc.stdout + proc.stderr).rstrip().splitlines():
+            self.out.print("    " + line, markup=False, highlight=False)
+        self.say(f"  [dim](exit status {proc.returncode})[/]")
+
+
+def _arguments_for(cmd: Any, values: Mapping[str, str]) -> list[str] | None:
+    """Command-line arguments for `cmd` from `values` by parameter name; None when a required
+    parameter has no value here."""
+    args: list[str] = []
+    for p in cmd.params:
+        value = values.get(str(p.name))
+        if p.param_type_name == "argument":
+            if value is None:
+                if p.required:
+                    return None
+                continue
+            args.append(value)
+        elif value is not None and not getattr(p, "is_flag", False):
+            args += [p.opts[0], value]
+        elif p.required:
+            return None
+    return args

@@ -1,0 +1,155 @@
+"""`scalple demo` driven from start to clean-up in a terminal, and the trail pairing it shows."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+from pathlib import Path
+
+import pexpect
+import psycopg
+import pytest
+
+from scalple.demo.trails import pair, parse_pgaudit, shape
+from scalple.sandbox import pgbouncer_binary, postgres_bindir
+
+LOG = """\
+2026-11-23 19:21:20.546 UTC [6472] user=app_user db=app app=shop-web client=127.0.0.1 LOG:  \
+AUDIT: SESSION,1,1,READ,SELECT,,,"SELECT email FROM customers WHERE id = 42",<none>
+2026-11-23 19:21:20.547 UTC [6472] user=postgres db=app app=psql client=127.0.0.1 LOG:  \
+AUDIT: SESSION,2,1,READ,SELECT,,,select 1,<none>
+2026-11-23 19:21:20.548 UTC [6473] user=app_user db=app app=shop-web client=127.0.0.1 LOG:  \
+AUDIT: SESSION,3,1,WRITE,UPDATE,,,"UPDATE customers
+   SET email = 'x, y' WHERE id = 42",<none>
+2026-11-23 19:21:20.549 UTC [6473] user=app_user db=app app=shop-web client=127.0.0.1 LOG:  \
+statement: not an audit line
+"""
+
+
+def demo_env(**extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "NO_COLOR": "1",
+        "COLUMNS": "220",
+        "SCALPLE_CONFIG": os.devnull,
+        **extra,
+    }
+
+
+def spawn(*args: str, **env: str) -> pexpect.spawn:
+    """`scalple demo` in a terminal; its whole transcript is kept in `logfile_read`."""
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "scalple", "demo", *args],
+        env=demo_env(**env),
+        encoding="utf-8",
+        timeout=180,
+        dimensions=(60, 220),
+    )
+    child.logfile_read = io.StringIO()
+    return child
+
+
+def test_pgaudit_lines_are_parsed_across_lines_and_filtered_by_application() -> None:
+    lines = parse_pgaudit(LOG, {"shop-web"})
+    assert [(a.user, a.audit_class, a.command) for a in lines] == [
+        ("app_user", "READ", "SELECT"),
+        ("app_user", "WRITE", "UPDATE"),
+    ]
+    assert lines[1].statement == "UPDATE customers\n   SET email = 'x, y' WHERE id = 42"
+    assert len(parse_pgaudit(LOG)) == 3
+
+
+def test_statements_pair_by_shape_and_unseen_ones_are_marked() -> None:
+    assert shape("/*user='bob'*/ SELECT email FROM customers WHERE id = 42;") == shape(
+        "select email\nfrom customers where id = ***"
+    )
+    events = [
+        {
+            "kind": "statement",
+            "seq": 1,
+            "actor": "bob@corp.example",
+            "identity_source": "comment",
+            "statement": "/*user='bob%40corp.example'*/ SELECT email FROM customers WHERE id = 7",
+        }
+    ]
+    pairs = pair(
+        events, parse_pgaudit(LOG, {"shop-web"}), ["UPDATE customers SET email = 'z' WHERE id = 1"]
+    )
+    assert [(p.pgaudit_user, p.actor, p.identity_source) for p in pairs] == [
+        ("app_user", "bob@corp.example", "comment"),
+        ("app_user", None, None),
+    ]
+
+
+def _require_stack() -> None:
+    postgres_bindir()  # raises SandboxError naming what to install
+    if pgbouncer_binary() is None:
+        pytest.skip("PgBouncer is not installed; the demo's pooled-SET step needs it")
+
+
+def test_demo_runs_start_to_clean_up() -> None:
+    _require_stack()
+    child = spawn()
+    child.expect(r"PostgreSQL with pgAudit on 127\.0\.0\.1:(\d+)")
+    pg_port = int(child.match.group(1))
+    child.expect(r"PgBouncer \(pool_mode = transaction\)")
+    child.expect(r"scalple serve on 127\.0\.0\.1:\d+ → PgBouncer, ledger (\S+)")
+    ledger = Path(child.match.group(1))
+    child.expect("Who ran what")
+    child.expect("Cleaning up")
+    child.expect(r"removed (\S+)\.\r?\n")
+    base = Path(child.match.group(1))
+    child.expect(pexpect.EOF)
+    child.close()
+    out = _transcript(child)
+    assert child.exitstatus == 0, out
+    rows = {line for line in out.splitlines() if "│" in line}
+    assert any("alice@corp.example (startup)" in r and "app_user" in r for r in rows), out
+    assert any("bob@corp.example (comment)" in r for r in rows), out
+    assert any("analyst@corp.example (set)" in r for r in rows), out
+    assert sum("not seen: went around Scalple" in r for r in rows) == 2, out
+    assert "Scalple named the person for 5 of the 5 statements it carried" in out
+    assert "changed by alice@corp.example, but it was Bob's request" in out
+    assert ledger.parent == base and not base.exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/app", connect_timeout=2)
+
+
+def _transcript(child: pexpect.spawn) -> str:
+    text = str(child.logfile_read.getvalue()) if child.logfile_read else ""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_keep_leaves_it_running_until_ctrl_c() -> None:
+    _require_stack()
+    child = spawn("--keep")
+    child.expect(r"through Scalple as Alice\s+(postgresql://\S+)")
+    alice_dsn = child.match.group(1)
+    child.expect(r"ledger\s+(\S+)")
+    ledger = Path(child.match.group(1))
+    child.expect("Press Ctrl-C to stop and clean up.")
+    with psycopg.connect(alice_dsn, autocommit=True) as con:
+        assert con.execute("SELECT count(*) FROM customers").fetchone() == (3,)
+    journal = "\n".join(p.read_text() for p in ledger.rglob("*.jsonl"))
+    assert re.search(r'"actor":"alice@corp.example".*SELECT count\(\*\) FROM customers', journal)
+    child.sendintr()
+    child.expect(r"removed (\S+)\.")
+    base = Path(child.match.group(1))
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, _transcript(child)
+    assert not base.exists()
+
+
+def test_missing_postgresql_says_how_to_install(tmp_path: Path) -> None:
+    path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    child = spawn(SCALPLE_PG_BINDIR=str(tmp_path), PATH=path)
+    child.expect(pexpect.EOF)
+    child.close()
+    out = _transcript(child)
+    assert child.exitstatus == 2, out
+    assert "apt-get install -y postgresql-15 postgresql-15-pgaudit" in out
+    assert "Traceback" not in out
