@@ -5,7 +5,7 @@ _scalple() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "$path $w" in
-            "scalple config"|"scalple config show"|"scalple gap-check"|"scalple serve") path="$path $w" ;;
+            "scalple config"|"scalple config show"|"scalple demo"|"scalple gap-check"|"scalple serve") path="$path $w" ;;
         esac
     done
     case "$path" in
@@ -13,7 +13,7 @@ _scalple() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "config gap-check serve" -- "$cur"))
+                COMPREPLY=($(compgen -W "config demo gap-check serve" -- "$cur"))
             fi
             ;;
         "scalple config")
@@ -29,6 +29,11 @@ _scalple() {
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--json --config -c --help" -- "$cur"))
+            fi
+            ;;
+        "scalple demo")
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--keep --help" -- "$cur"))
             fi
             ;;
         "scalple gap-check")
