@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "scalple.cli.gapcheck",
     "scalple.cli.config_cmd",
     "scalple.cli.demo",
+    "scalple.cli.verify",
+    "scalple.cli.keys",
 )
 
 

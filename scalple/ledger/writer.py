@@ -268,8 +268,9 @@ class LedgerSink:
 
     # -- closing ------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Write what is staged, seal the journal, release the ledger (blocking)."""
+    def close(self, *, seal: bool = True) -> None:
+        """Write what is staged, seal the journal (unless `seal` is false: the next start
+        continues it), wait for sealing to finish, and release the ledger. Blocking."""
         with self._cond:
             if self._closing:
                 return
@@ -277,7 +278,7 @@ class LedgerSink:
             self._cond.notify()
         self._writer.join()
         os.close(self._fd)
-        if self._failed is None:
+        if self._failed is None and seal:
             self._sealer.jobs.put(self._live)
         self._sealer.jobs.put(None)
         self._sealer.join()

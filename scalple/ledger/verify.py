@@ -1,0 +1,247 @@
+"""`verify`: recompute every hash and link of a ledger, check every checkpoint and signature.
+
+Needs only a trusted public key. Stops at the first bad entry and names it: the file, the seq,
+and what is wrong. A torn last journal line (a write in progress or a crash not yet recovered)
+is a warning, not tampering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from scalple.errors import LedgerError
+from scalple.ledger.canonical import GENESIS
+from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256, read_checkpoint
+from scalple.ledger.journal import scan
+from scalple.ledger.keys import key_id, read_rotation
+from scalple.ledger.layout import Layout, SegmentFiles
+from scalple.ledger.segment import check_rows
+from scalple.ledger.trust import KeyChain, key_chain
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The first bad entry: `where` (a path inside the ledger), the seq if known, what is wrong."""
+
+    where: str
+    seq: int | None
+    what: str
+
+    def __str__(self) -> str:
+        at = f", seq {self.seq}" if self.seq is not None else ""
+        return f"{self.where}{at}: {self.what}"
+
+
+@dataclass
+class Report:
+    ledger: str
+    events: int = 0
+    segments: int = 0
+    journal_events: int = 0
+    last_seq: int = 0
+    last_hash: str = GENESIS
+    checkpoint_extended: str | None = None
+    first_bad: Finding | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return self.first_bad is None
+
+
+class _Tampered(Exception):
+    def __init__(self, finding: Finding) -> None:
+        self.finding = finding
+
+
+@dataclass
+class _Walk:
+    """Where the walk through the ledger stands: what the next entry must continue."""
+
+    layout: Layout
+    keys: KeyChain
+    report: Report
+    progress: Progress
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    prev_digest: str = ""
+    key_rank: int = 0
+
+    @property
+    def next_seq(self) -> int:
+        return self.report.last_seq + 1
+
+    def fail(self, path: Path, seq: int | None, what: str) -> _Tampered:
+        return _Tampered(Finding(str(path.relative_to(self.layout.root)), seq, what))
+
+
+def _check_checkpoint(walk: _Walk, seg: SegmentFiles, cp: Checkpoint) -> None:
+    where = seg.checkpoint
+    if cp.segment != seg.parquet.name or (cp.first_seq, cp.last_seq) != (
+        seg.first_seq,
+        seg.last_seq,
+    ):
+        raise walk.fail(where, seg.first_seq, f"checkpoint is for {cp.segment}, not this segment")
+    if not cp.signature_valid():
+        raise walk.fail(where, seg.first_seq, "checkpoint signature is not valid")
+    rank = walk.keys.rank(cp.public_key)
+    if rank is None:
+        raise walk.fail(
+            where, seg.first_seq, f"checkpoint signed by untrusted key {key_id(cp.public_key)}"
+        )
+    if rank < walk.key_rank:
+        raise walk.fail(
+            where, seg.first_seq, f"checkpoint signed by retired key {key_id(cp.public_key)}"
+        )
+    walk.key_rank = rank
+    if cp.first_seq != walk.next_seq:
+        missing = f"events {walk.next_seq}..{cp.first_seq - 1} are missing"
+        what = missing if cp.first_seq > walk.next_seq else "segment overlaps the one before"
+        raise walk.fail(seg.parquet, walk.next_seq, what + " (a segment removed or replaced?)")
+    if cp.prev_checkpoint != walk.prev_digest or cp.first_prev_hash != walk.report.last_hash:
+        raise walk.fail(where, cp.first_seq, "checkpoint does not follow the previous checkpoint")
+    if cp.events != cp.last_seq - cp.first_seq + 1:
+        raise walk.fail(where, cp.first_seq, "checkpoint event count disagrees with its seqs")
+
+
+def _check_segment(walk: _Walk, con: duckdb.DuckDBPyConnection, seg: SegmentFiles) -> None:
+    try:
+        cp, data = read_checkpoint(seg.checkpoint)
+    except LedgerError as exc:
+        raise walk.fail(seg.checkpoint, seg.first_seq, str(exc).split(": ", 1)[-1]) from None
+    if data != cp.encode():
+        raise walk.fail(seg.checkpoint, seg.first_seq, "checkpoint file is not in canonical form")
+    _check_checkpoint(walk, seg, cp)
+    digest_ok = file_sha256(seg.parquet) == cp.segment_sha256
+    try:
+        rows = check_rows(con, seg.parquet, cp.first_seq, cp.first_prev_hash)
+    except duckdb.Error:
+        raise walk.fail(seg.parquet, None, "segment is not readable Parquet") from None
+    if rows.problem is not None:
+        raise walk.fail(seg.parquet, rows.problem.seq, rows.problem.what)
+    if rows.count != cp.events or rows.last_hash != cp.last_hash:
+        raise walk.fail(
+            seg.parquet,
+            cp.first_seq + rows.count,
+            "segment does not hold the events its checkpoint lists",
+        )
+    if not digest_ok:
+        raise walk.fail(
+            seg.parquet, None, "segment file differs from the digest its checkpoint signed"
+        )
+    walk.checkpoints.append(cp)
+    walk.prev_digest = digest(data)
+    walk.report.segments += 1
+    walk.report.events += rows.count
+    walk.report.last_seq, walk.report.last_hash = cp.last_seq, cp.last_hash
+    walk.progress(rows.count)
+
+
+def _sealing(walk: _Walk, seg: SegmentFiles) -> bool:
+    """A segment without checkpoint is fine only while its journal still exists (seal running)."""
+    return walk.layout.journal(seg.first_seq).exists()
+
+
+def _check_segments(walk: _Walk) -> None:
+    con = duckdb.connect(config={"threads": 2})
+    try:
+        for seg in walk.layout.segments():
+            if not seg.checkpoint.exists():
+                if _sealing(walk, seg):
+                    walk.report.warnings.append(
+                        f"{seg.parquet.name} is being sealed; its journal is checked instead"
+                    )
+                    continue
+                raise walk.fail(seg.parquet, seg.first_seq, "segment has no checkpoint")
+            _check_segment(walk, con, seg)
+    finally:
+        con.close()
+
+
+def _check_journals(walk: _Walk) -> None:
+    journals = [(first, p) for first, p in walk.layout.journals() if first >= walk.next_seq]
+    for i, (first, path) in enumerate(journals):
+        if first != walk.next_seq:
+            raise walk.fail(path, walk.next_seq, f"events {walk.next_seq}..{first - 1} are missing")
+        result = scan(path.read_bytes(), first, walk.report.last_hash)
+        if result.problem is not None:
+            p = result.problem
+            raise walk.fail(path, p.seq, f"{p.what} (byte {p.offset})")
+        if result.tail:
+            if i != len(journals) - 1:
+                what = "a journal that was closed ends mid-record"
+                raise walk.fail(path, result.next_seq, what)
+            walk.report.warnings.append(
+                f"journal/{path.name} ends in a torn write of {len(result.tail)} bytes "
+                "(cut on next start)"
+            )
+        walk.report.journal_events += result.count
+        walk.report.events += result.count
+        walk.report.last_seq, walk.report.last_hash = result.next_seq - 1, result.last_hash
+        walk.progress(result.count)
+
+
+def _check_extends(walk: _Walk, saved: Checkpoint, name: str) -> None:
+    """The ledger holds exactly the saved checkpoint: it was not truncated or rewritten since."""
+    if not saved.signature_valid() or walk.keys.rank(saved.public_key) is None:
+        raise LedgerError(f"{name} is not a checkpoint signed by a trusted key")
+    ours = next((c for c in walk.checkpoints if c.last_seq == saved.last_seq), None)
+    if ours is None:
+        sealed = walk.checkpoints[-1].last_seq if walk.checkpoints else 0
+        raise _Tampered(
+            Finding(
+                "segments",
+                saved.last_seq,
+                f"{name} vouches for events up to seq {saved.last_seq}, but the sealed ledger ends "
+                f"at seq {sealed}: its tail was truncated or rolled back",
+            )
+        )
+    if ours != saved:
+        raise _Tampered(
+            Finding(
+                f"segments/{ours.segment}",
+                saved.last_seq,
+                f"checkpoint differs from {name}: history was rewritten",
+            )
+        )
+    walk.report.checkpoint_extended = name
+
+
+def verify_ledger(
+    root: Path,
+    trusted_key: str,
+    *,
+    saved: tuple[Checkpoint, str] | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Check the whole ledger at `root` against `trusted_key` (raw hex). Raises LedgerError when
+    the input is unusable; a tampered ledger gives a Report with `first_bad` set."""
+    layout = Layout(root)
+    if not (layout.journal_dir.is_dir() or layout.segment_dir.is_dir()):
+        raise LedgerError(f"{root} is not a ledger (no journal/ or segments/ in it)")
+    report = Report(ledger=str(root))
+    rotations = [(p.name, read_rotation(p)) for p in layout.rotations()]
+    walk = _Walk(layout, key_chain(trusted_key, rotations), report, progress or (lambda n: None))
+    try:
+        if walk.keys.problems:
+            raise _Tampered(Finding("keys", None, walk.keys.problems[0]))
+        _check_segments(walk)
+        _check_journals(walk)
+        if saved is not None:
+            _check_extends(walk, *saved)
+    except _Tampered as t:
+        report.first_bad = t.finding
+    return report
+
+
+def total_events(root: Path) -> int:
+    """A quick estimate of the events in a ledger, for a progress bar."""
+    layout = Layout(root)
+    sealed = sum(s.last_seq - s.first_seq + 1 for s in layout.segments())
+    journal = sum(p.stat().st_size for _, p in layout.journals()) // 700
+    return sealed + journal
