@@ -12,8 +12,10 @@ import pexpect
 import psycopg
 import pytest
 
+from scalple.demo.run import ALICE
 from scalple.demo.trails import pair, parse_pgaudit, shape
 from scalple.sandbox import pgbouncer_binary, postgres_bindir
+from tests.proxyproc import read_events
 
 LOG = """\
 2026-11-23 19:21:20.546 UTC [6472] user=app_user db=app app=shop-web client=127.0.0.1 LOG:  \
@@ -113,6 +115,8 @@ def test_demo_runs_start_to_clean_up() -> None:
     assert sum("not seen: went around Scalple" in r for r in rows) == 2, out
     assert "Scalple named the person for 5 of the 5 statements it carried" in out
     assert "changed by alice@corp.example, but it was Bob's request" in out
+    if "no `scalple verify` command yet" not in out:  # verify landed: the demo's ledger is intact
+        assert re.search(r"\$ scalple verify \S+\s+intact: ", out), out
     assert ledger.parent == base and not base.exists()
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/app", connect_timeout=2)
@@ -133,8 +137,12 @@ def test_keep_leaves_it_running_until_ctrl_c() -> None:
     child.expect("Press Ctrl-C to stop and clean up.")
     with psycopg.connect(alice_dsn, autocommit=True) as con:
         assert con.execute("SELECT count(*) FROM customers").fetchone() == (3,)
-    journal = "\n".join(p.read_text() for p in ledger.rglob("*.jsonl"))
-    assert re.search(r'"actor":"alice@corp.example".*SELECT count\(\*\) FROM customers', journal)
+    mine = [
+        e
+        for e in read_events(ledger)
+        if e["kind"] == "statement" and e["statement"] == "SELECT count(*) FROM customers"
+    ]
+    assert [(e["actor"], e["identity_source"]) for e in mine] == [(ALICE, "startup")]
     child.sendintr()
     child.expect(r"removed (\S+)\.")
     base = Path(child.match.group(1))

@@ -73,6 +73,10 @@ class Stack:
     leaked: list[str] = field(default_factory=list)
 
     @property
+    def config(self) -> Path:
+        return self.sandbox.base / "scalple.toml"
+
+    @property
     def upstream_port(self) -> int:
         return self.sandbox.bouncer_port if self.bouncer else self.sandbox.pg_port
 
@@ -174,8 +178,10 @@ class Demo:
 
     def _start_proxy(self, stack: Stack) -> None:
         stack.proxy_port = free_port()
-        conf = stack.sandbox.base / "scalple.toml"
-        conf.write_text(_toml(PROXY_SETTINGS))
+        conf = stack.config
+        settings = {**PROXY_SETTINGS, "ledger": {"key_dir": str(stack.sandbox.base / "keys")}}
+        conf.write_text(_toml(settings))
+        self._signing_key(stack)
         log = stack.sandbox.base / "scalple.log"
         args = [
             sys.executable,
@@ -209,6 +215,24 @@ class Demo:
                 return
             time.sleep(0.05)
         raise SandboxError(f"scalple serve did not listen: {log.read_text()[-2000:]}")
+
+    def _signing_key(self, stack: Stack) -> None:
+        """A checkpoint signing key of the demo's own, when this build signs its ledger."""
+        from scalple.cli.main import app
+
+        keys = getattr(typer.main.get_command(app), "commands", {}).get("keys")
+        if keys is None or "init" not in getattr(keys, "commands", {}):
+            return
+        key_dir = stack.sandbox.base / "keys"
+        proc = subprocess.run(
+            [sys.executable, "-m", "scalple", "keys", "init", "--key-dir", str(key_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "SCALPLE_CONFIG": str(stack.config)},
+        )
+        if proc.returncode != 0:
+            raise SandboxError(f"scalple keys init failed: {proc.stderr.strip()}")
 
     def _cleanup(self, stack: Stack) -> None:
         self.say("\nCleaning up…")
@@ -417,16 +441,16 @@ class Demo:
             if args is None:
                 self.say(f"  skipped: do not know how to call `scalple {name}` here")
                 continue
-            self._run_cli([name, *args])
+            self._run_cli([name, *args], stack.config)
 
-    def _run_cli(self, args: list[str]) -> None:
+    def _run_cli(self, args: list[str], config: Path) -> None:
         self.say(f"  $ scalple {escape(' '.join(args))}")
         proc = subprocess.run(
             [sys.executable, "-m", "scalple", *args],
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "SCALPLE_CONFIG": os.devnull},
+            env={**os.environ, "SCALPLE_CONFIG": str(config)},
         )
         for line in (proc.stdout + proc.stderr).rstrip().splitlines():
             self.out.print("    " + line, markup=False, highlight=False)
