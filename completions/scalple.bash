@@ -5,7 +5,7 @@ _scalple() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "$path $w" in
-            "scalple config"|"scalple config show"|"scalple demo"|"scalple gap-check"|"scalple serve") path="$path $w" ;;
+            "scalple config"|"scalple config show"|"scalple demo"|"scalple gap-check"|"scalple keys"|"scalple keys export-public"|"scalple keys init"|"scalple keys rotate"|"scalple serve"|"scalple verify") path="$path $w" ;;
         esac
     done
     case "$path" in
@@ -13,7 +13,7 @@ _scalple() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "config demo gap-check serve" -- "$cur"))
+                COMPREPLY=($(compgen -W "config demo gap-check keys serve verify" -- "$cur"))
             fi
             ;;
         "scalple config")
@@ -45,6 +45,42 @@ _scalple() {
                 COMPREPLY=($(compgen -W "--json --proxy-addr --min-shared-sessions --config -c --help" -- "$cur"))
             fi
             ;;
+        "scalple keys")
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -W "export-public init rotate" -- "$cur"))
+            fi
+            ;;
+        "scalple keys export-public")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --key-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--output -o --key-dir --config -c --help" -- "$cur"))
+            fi
+            ;;
+        "scalple keys init")
+            case "$prev" in
+                --key-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--key-dir --config -c --help" -- "$cur"))
+            fi
+            ;;
+        "scalple keys rotate")
+            case "$prev" in
+                --key-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --ledger) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--key-dir --ledger --config -c --help" -- "$cur"))
+            fi
+            ;;
         "scalple serve")
             case "$prev" in
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -52,6 +88,18 @@ _scalple() {
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--listen --upstream --ledger --durability --require-identity --allow-anonymous --config -c --help" -- "$cur"))
+            fi
+            ;;
+        "scalple verify")
+            case "$prev" in
+                --public-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --checkpoint) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--public-key --checkpoint --json --config -c --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
             fi
             ;;
     esac

@@ -53,6 +53,12 @@ class Argument:
     help: str
     is_path: bool = False
     variadic: bool = False
+    required: bool = True
+
+    @property
+    def usage(self) -> str:
+        text = self.name + ("..." if self.variadic else "")
+        return text if self.required else f"[{text}]"
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,13 @@ def _read(command: Any, path: tuple[str, ...], markup: bool) -> Command:
         help_text = _plain(getattr(p, "help", None), markup)
         if p.param_type_name == "argument":
             arguments.append(
-                Argument((p.metavar or p.name).upper(), help_text, is_path, p.nargs == -1)
+                Argument(
+                    (p.metavar or p.name).upper(),
+                    help_text,
+                    is_path,
+                    p.nargs == -1,
+                    bool(p.required),
+                )
             )
             continue
         takes_value = not p.is_flag
@@ -216,7 +228,7 @@ def man_page(root: Command) -> str:
         if c is root:
             continue
         usage = " ".join(c.path) + (" COMMAND" if c.children else " [OPTIONS]")
-        usage += "".join(f" {a.name}" + ("..." if a.variadic else "") for a in c.arguments)
+        usage += "".join(f" {a.usage}" for a in c.arguments)
         out += [f'.SS "{_roff(usage)}"', _paragraphs(c.help or c.summary)]
         for a in c.arguments:
             out += [".TP", f"\\fI{_roff(a.name)}\\fR", _roff(a.help)]
