@@ -36,8 +36,12 @@ def severities(report: dict[str, Any], check: str) -> list[str]:
 
 
 def _per_user_cluster(pgaudit: bool) -> Sandbox:
-    sb = Sandbox(pgaudit=pgaudit)
+    # The cluster without pgAudit keeps pg_stat_statements, so SET history can be seen there.
+    extra = () if pgaudit else ("shared_preload_libraries = 'pg_stat_statements'",)
+    sb = Sandbox(pgaudit=pgaudit, extra_conf=extra)
     sb.start_postgres()
+    if not pgaudit:
+        sb.psql("CREATE EXTENSION pg_stat_statements", dbname="app")
     for person in PEOPLE:
         sb.psql(f"CREATE ROLE {person} LOGIN PASSWORD '{person}-pw'")
     return sb
@@ -188,3 +192,26 @@ def test_wrong_password_exits_2(sandbox: Sandbox) -> None:
     code, report = gap_check(f"postgresql://monitor_user:nope@127.0.0.1:{sandbox.pg_port}/app")
     assert code == 2
     assert "password authentication failed" in report["error"]
+
+
+def test_set_history_is_seen_after_the_session_is_gone(
+    per_user_clusters: dict[str, Sandbox],
+) -> None:
+    sb = per_user_clusters["unaudited"]
+    with psycopg.connect(
+        f"postgresql://bob:bob-pw@127.0.0.1:{sb.pg_port}/app", autocommit=True
+    ) as con:
+        con.execute("SET app.tenant_id = '17'")
+    people = connect_people(sb)
+    try:
+        code, report = gap_check(sb.dsn(MONITOR))
+    finally:
+        for con in people:
+            con.close()
+    assert code == 1  # pgAudit is off here
+    leak = findings(report, "set_attribution")[0]
+    assert leak["severity"] == "warning"  # bob is one person's role, not a pooled one
+    assert any(
+        e.startswith("pg_stat_statements (bob): SET app.tenant_id") for e in leak["evidence"]
+    )
+    assert "pg_stat_statements' history" in leak["note"]

@@ -168,3 +168,18 @@ def test_no_sessions_means_could_not_check() -> None:
     report = judge(facts())
     assert report.verdict == "unknown"
     assert by_check(report, "shared_roles") == ["unknown"]
+
+
+def test_set_history_counts_as_pooled_when_its_role_is_shared() -> None:
+    pool = [s(i, "app_user", app=f"w{i}") for i in range(3)]
+    history = (("app_user", "SET app.user_id = $1"), ("alice", "SET app.theme = 'dark'"))
+    finding = next(
+        f
+        for f in judge(facts(*pool, statement_texts=history)).findings
+        if f.check == "set_attribution"
+    )
+    assert finding.severity == "gap"
+    assert finding.evidence == (
+        "pg_stat_statements (app_user): SET app.user_id = $1",
+        "pg_stat_statements (alice): SET app.theme = 'dark'",
+    )

@@ -50,8 +50,9 @@ class Facts:
     role_settings: tuple[tuple[str, str, str], ...] = ()
     # Row-level security policies: (table, policy, expression).
     policies: tuple[tuple[str, str, str], ...] = ()
-    # Statement texts from pg_stat_statements that set something (None: not available).
-    statement_texts: tuple[str, ...] | None = None
+    # (role, statement) from pg_stat_statements for statements that set something
+    # (None: pg_stat_statements is not available).
+    statement_texts: tuple[tuple[str, str], ...] | None = None
     # Things gap-check tried to read and could not, each said plainly.
     unseen: tuple[str, ...] = ()
 

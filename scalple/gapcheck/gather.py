@@ -56,7 +56,7 @@ SELECT schemaname || '.' || tablename, policyname, concat_ws(' ', qual, with_che
 FROM pg_policies
 """
 _STATEMENTS = r"""
-SELECT query FROM pg_stat_statements
+SELECT coalesce(pg_get_userbyid(userid), '?'), query FROM pg_stat_statements
 WHERE query ~* '(^|;)\s*set\s|set_config\s*\('
 ORDER BY calls DESC LIMIT 500
 """
@@ -154,11 +154,11 @@ def _read(con: psycopg.Connection[Any]) -> Facts:
         or []
     )
 
-    statement_texts: tuple[str, ...] | None = None
+    statement_texts: tuple[tuple[str, str], ...] | None = None
     if "pg_stat_statements" in extensions:
         rows = _rows(con, _STATEMENTS, "pg_stat_statements", unseen)
         if rows is not None:
-            statement_texts = tuple(str(r[0]) for r in rows)
+            statement_texts = tuple((str(role), str(text)) for role, text in rows)
 
     return Facts(
         checked_as=str(user),

@@ -454,10 +454,10 @@ def _set_attribution(facts: Facts, shared: dict[str, list[Session]]) -> Finding:
         if s.query and attribution_settings(s.query):
             line = f"pid {s.pid} ({s.role}, {s.state or '?'}): last statement {_short(s.query)}"
             (pooled if s.role in shared else other).append(line)
-    for text in facts.statement_texts or ():
+    for role, text in facts.statement_texts or ():
         if attribution_settings(text):
-            line = f"pg_stat_statements: {_short(text)}"
-            (pooled if shared else other).append(line)
+            line = f"pg_stat_statements ({role}): {_short(text)}"
+            (pooled if role in shared else other).append(line)
     for role, db, setting in facts.role_settings:
         if "." in setting.split("=", 1)[0] and _is_custom(setting):
             other.append(f"ALTER ROLE {role} IN DATABASE {db} SET {setting}")
