@@ -92,7 +92,12 @@ class ProxyProc:
             str(self.ledger),
             *self.extra_args,
         ]
-        env = {**os.environ, "SCALPLE_CONFIG": os.devnull, **self.env}
+        env = {
+            **os.environ,
+            "SCALPLE_CONFIG": os.devnull,
+            "SCALPLE_KEY_DIR": str(self.ledger.parent / "keys"),
+            **self.env,
+        }
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
                 args, stdout=logf, stderr=logf, env=env, preexec_fn=self.preexec

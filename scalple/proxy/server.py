@@ -15,9 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from scalple.analysis import Analyzer, Catalog
+from scalple.analysis import Policy as AnalysisPolicy
 from scalple.config import Config
 from scalple.errors import ConfigError, LedgerUnavailable
-from scalple.ledger import AuditSink, open_sink
+from scalple.ledger import AuditSink, ledger_settings, open_sink
+from scalple.ledger.keys import resolve_key_dir, subject_secret
 from scalple.proxy import codec
 from scalple.proxy.logs import setup_logging
 from scalple.proxy.session import Policy, Session
@@ -44,8 +47,10 @@ def _fatal(sqlstate: str, text: str) -> bytes:
 class Proxy:
     """Per-process state: settings, the ledger, and the live sessions by their cancel key."""
 
-    def __init__(self, config: Config, sink: AuditSink) -> None:
+    def __init__(self, config: Config, sink: AuditSink, analyzer: Analyzer | None = None) -> None:
         self.sink = sink
+        self.analyzer = analyzer
+        self._refreshing: asyncio.Task[None] | None = None
         self.upstream = parse_upstream(config["upstream"])
         self.connect_timeout = float(config["connect_timeout"])
         self.stall_timeout = float(config["stall_timeout"])
@@ -63,7 +68,7 @@ class Proxy:
         if task is not None:
             self.tasks.add(task)
         peer = cwriter.get_extra_info("peername") or ("unknown", None)
-        session = Session(self.policy, str(peer[0]), peer[1], now_us)
+        session = Session(self.policy, str(peer[0]), peer[1], now_us, analyzer=self.analyzer)
         uwriter: asyncio.StreamWriter | None = None
         try:
             uwriter = await self._run(session, creader, cwriter)
@@ -196,10 +201,27 @@ class Proxy:
                 cwriter.write(b"".join(step.client) if len(step.client) > 1 else step.client[0])
             for event in step.records:
                 sink.record(event)
+            if session.ddl_done:
+                session.ddl_done = False
+                self._refresh_catalog()
             if not registered and session.upstream_key is not None:
                 self.by_key[session.client_key] = session
                 registered = True
             await cwriter.drain()
+
+    def _refresh_catalog(self) -> None:
+        """After DDL, read the catalog again (once at a time) so `*` and OIDs stay right."""
+        catalog = self.analyzer.catalog if self.analyzer else None
+        if catalog is None or (self._refreshing is not None and not self._refreshing.done()):
+            return
+
+        async def refresh() -> None:
+            try:
+                await catalog.refresh()
+            except Exception as exc:  # a stale catalog degrades analysis, never traffic
+                log.warning("catalog refresh failed: %s", exc)
+
+        self._refreshing = asyncio.create_task(refresh())
 
     async def _cancel(self, key: tuple[int, int]) -> None:
         session = self.by_key.get(key)
@@ -223,6 +245,19 @@ class Proxy:
         log.info("cancel request forwarded for session %s", session.session_id)
 
 
+async def build_analyzer(config: Config) -> Analyzer:
+    """The statement analyzer: PII policy, the subject secret, and the catalog if reachable."""
+    policy = AnalysisPolicy.from_config(config)
+    secret = subject_secret(resolve_key_dir(config["key_dir"]))
+    catalog = None
+    if config["catalog_dsn"]:
+        try:
+            catalog = await Catalog.load(config["catalog_dsn"])
+        except Exception as exc:  # without it, analysis works from the SQL alone
+            log.warning("catalog not loaded (%s); columns come from the SQL text alone", exc)
+    return Analyzer(policy, secret, catalog)
+
+
 async def serve(
     config: Config,
     *,
@@ -231,8 +266,9 @@ async def serve(
 ) -> None:
     """Run the proxy until `stop` is set (or SIGTERM/SIGINT), then drain and close the ledger."""
     host, _, port = config["listen"].rpartition(":")
-    sink = open_sink(config.ledger_dir, config["durability"])
-    proxy = Proxy(config, sink)
+    analyzer = await build_analyzer(config)
+    sink = open_sink(config.ledger_dir, config["durability"], **ledger_settings(config))
+    proxy = Proxy(config, sink, analyzer)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

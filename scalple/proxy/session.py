@@ -18,6 +18,14 @@ from typing import Final
 import msgspec
 from pglast import split as pg_split
 
+from scalple.analysis import (
+    Analyzer,
+    CopyPlan,
+    ResultField,
+    ResultPlan,
+    StatementAnalysis,
+    SubjectSet,
+)
 from scalple.events import AuditEvent, Status
 from scalple.proxy import codec, identity
 from scalple.proxy.codec import Frame, ProtocolViolation
@@ -58,10 +66,30 @@ class Step:
 class Run:
     """A statement between its write-ahead record and its outcome."""
 
-    __slots__ = ("error", "event", "rows", "sqlstate", "status", "suspended", "tag")
+    __slots__ = (
+        "analysis",
+        "carry",
+        "copy",
+        "error",
+        "event",
+        "plan",
+        "rows",
+        "sql",
+        "sqlstate",
+        "status",
+        "subjects",
+        "suspended",
+        "tag",
+    )
 
-    def __init__(self, event: AuditEvent) -> None:
+    def __init__(self, event: AuditEvent, sql: str = "") -> None:
         self.event = event
+        self.sql = sql
+        self.plan: ResultPlan | None = None
+        self.analysis: StatementAnalysis | None = None
+        self.copy: CopyPlan | None = None
+        self.subjects: SubjectSet | None = None
+        self.carry = b""
         self.rows = 0
         self.tag: str | None = None
         self.status: Status = "ok"
@@ -93,6 +121,7 @@ class Prepared:
     sql: str
     claim: Claim | None = None
     refusal: tuple[str, str, str | None] | None = None
+    fields: tuple[codec.Field, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -101,10 +130,18 @@ class Portal:
     params: tuple[bytes | None, ...]
     formats: tuple[int, ...]
     run: Run | None = None
+    fields: tuple[codec.Field, ...] | None = None
 
 
 def _status_for(sqlstate: str) -> Status:
     return "cancelled" if sqlstate == "57014" else "error"
+
+
+def _format(formats: tuple[int, ...], i: int) -> int:
+    """Bind's format codes: none means text, one applies to all, else one per parameter."""
+    if not formats:
+        return 0
+    return formats[0] if len(formats) == 1 else formats[i]
 
 
 def _text_param(value: bytes | None, fmt: int) -> str | None:
@@ -136,8 +173,12 @@ class Session:
         client_port: int | None,
         now_us: Callable[[], int],
         session_id: str | None = None,
+        analyzer: Analyzer | None = None,
     ) -> None:
         self.policy = policy
+        self.analyzer = analyzer
+        self._copy_in: Run | None = None
+        self.ddl_done = False  # a DDL statement succeeded: the catalog may have changed
         self.client_addr = client_addr
         self.client_port = client_port
         self.now_us = now_us
@@ -159,7 +200,6 @@ class Session:
         self._queue: deque[Pending] = deque()
         self._prepared: dict[str, Prepared] = {}
         self._portals: dict[str, Portal] = {}
-        self._row_description: tuple[codec.Field, ...] | None = None
         self._batch_error: tuple[str, str] | None = None
         self._upstream_done = False
 
@@ -178,14 +218,34 @@ class Session:
 
     # --- events --------------------------------------------------------------------------------
 
-    def _event(
+    def _run(
         self,
         sql: str,
         claim: Claim | None,
-        params: tuple[str | None, ...] = (),
-        status: Status = "pending",
-    ) -> AuditEvent:
-        return AuditEvent(
+        raw_params: tuple[bytes | None, ...] = (),
+        formats: tuple[int, ...] = (),
+    ) -> Run:
+        """A statement's write-ahead record: who, from where, and what, with PII masked."""
+        analyzer = self.analyzer
+        a = None
+        if analyzer is None:
+            params = tuple(_text_param(v, _format(formats, i)) for i, v in enumerate(raw_params))
+            analysis: dict[str, object] = {"statement": sql, "params": params}
+        else:
+            a = analyzer.analyze(sql, raw_params, formats)
+            analysis = {
+                "statement": a.statement,
+                "params": a.params,
+                "fingerprint": a.fingerprint,
+                "audit_class": a.audit_class,
+                "tables": a.tables,
+                "columns": a.columns,
+                "masked_fields": a.masked_fields,
+                "subjects": a.subjects,
+                "subjects_capped": a.subjects_capped,
+                "analysis": a.analysis,
+            }
+        event = AuditEvent(
             kind="statement",
             event_id=f"{self.session_id}-{next(self._ids)}",
             ts_start=self.now_us(),
@@ -199,10 +259,11 @@ class Session:
             client_port=self.client_port,
             session_id=self.session_id,
             tx_seq=self.tx_seq,
-            statement=sql,
-            params=params,
-            status=status,
+            **analysis,  # type: ignore[arg-type]
         )
+        run = Run(event, sql)
+        run.analysis = a
+        return run
 
     def _outcome(self, run: Run, status: Status | None = None) -> AuditEvent:
         end = self.now_us()
@@ -220,8 +281,16 @@ class Session:
             rows=rows,
             status=status or run.status,
             sqlstate=run.sqlstate,
-            error=run.error,
+            error=self._mask(run.error),
+            subjects=run.subjects.subjects if run.subjects else (),
+            subjects_capped=run.subjects.capped if run.subjects else False,
         )
+
+    def _mask(self, text: str | None) -> str | None:
+        """Server messages can quote values (`invalid input syntax: "alice@x.io"`)."""
+        if text is None or self.analyzer is None:
+            return text
+        return self.analyzer.mask_text(text)
 
     def close_out(self, status: Status = "incomplete") -> list[AuditEvent]:
         """Outcomes for every statement still owed an answer when the connection ends."""
@@ -345,7 +414,11 @@ class Session:
         elif mtype == 0x58:  # X
             step.upstream.append(frame.raw)
             step.close = True
-        else:  # CopyData/Done/Fail, Flush, password messages: nothing to audit
+        else:  # CopyData/Done/Fail, Flush, password messages: pass through
+            if mtype == 0x64:  # d
+                self._copy_data(body)
+            elif mtype == 0x63:  # c CopyDone: the last line may lack its newline
+                self._copy_data(b"\n")
             step.upstream.append(frame.raw)
 
     def _claim_for(self, sql: str) -> tuple[Claim | None, tuple[str, str, str | None] | None]:
@@ -388,7 +461,7 @@ class Session:
                 texts.append(text)
             claim, bad_claim = self._claim_for(text)
             refusal = refusal or bad_claim or self._unattributed(text, claim, set_claim)
-            runs.append(Run(self._event(text, claim)))
+            runs.append(self._run(text, claim))
         item = Pending(QUERY, runs=runs)
         self._queue.append(item)
         if refusal is not None:
@@ -485,26 +558,18 @@ class Session:
             step.upstream.append(raw)
             return
         prepared = portal.statement if portal else Prepared("")
-        params = (
-            tuple(
-                _text_param(
-                    v,
-                    portal.formats[i]
-                    if len(portal.formats) > 1
-                    else (portal.formats[0] if portal.formats else 0),
-                )
-                for i, v in enumerate(portal.params)
-            )
-            if portal
-            else ()
-        )
         refusal = prepared.refusal
         set_claim = prepared.claim
         if set_claim is not None:
             refusal = refusal or self._apply_set(set_claim)
         claim, bad_claim = self._claim_for(prepared.sql)
         refusal = refusal or bad_claim or self._unattributed(prepared.sql, claim, set_claim)
-        run = Run(self._event(prepared.sql, claim, params))
+        run = (
+            self._run(prepared.sql, claim, portal.params, portal.formats)
+            if portal
+            else self._run(prepared.sql, claim)
+        )
+        run.plan = self._plan(portal.fields or prepared.fields, run) if portal else None
         if portal is not None:
             portal.run = run
         item = Pending(EXECUTE, portal_name, [run])
@@ -520,7 +585,7 @@ class Session:
         oid = int.from_bytes(body[:4], "big") if len(body) >= 4 else 0
         claim = self.current_claim()
         sql = f"-- FunctionCall oid={oid}"
-        run = Run(self._event(sql, claim))
+        run = self._run(sql, claim)
         item = Pending(FUNCTION, runs=[run])
         self._queue.append(item)
         refusal = self._unattributed(sql, claim, None)
@@ -547,7 +612,7 @@ class Session:
             mtype = frame.type
             if mtype == 0x44 or mtype == 0x64:  # DataRow / CopyData: count, pass
                 if frame.final:
-                    self._count_row(mtype)
+                    self._count_row(mtype, frame.body)
                 out.append(frame.raw)
                 continue
             body = frame.body
@@ -558,11 +623,56 @@ class Session:
             out.append(frame.raw if replacement is None else replacement)
         return step
 
-    def _count_row(self, mtype: int) -> None:
-        if self._queue:
-            run = self._queue[0].run
-            if run is not None:
-                run.rows += 1
+    def _count_row(self, mtype: int, body: bytes | None) -> None:
+        if not self._queue:
+            return
+        run = self._queue[0].run
+        if run is None:
+            return
+        run.rows += 1
+        subjects = run.subjects
+        if body is None or subjects is None or subjects.capped:
+            return  # a row too large to hold streamed through unread
+        if mtype == 0x44 and run.plan is not None:
+            subjects.add(run.plan.subjects_in_row(body))
+        elif mtype == 0x64 and run.copy is not None:
+            subjects.add(run.copy.subjects_in_line(body))
+
+    def _plan(self, fields: tuple[codec.Field, ...] | None, run: Run) -> ResultPlan | None:
+        """Which result columns carry subject identifiers, from RowDescription's OIDs."""
+        if self.analyzer is None or not fields:
+            return None
+        plan = self.analyzer.result_plan(
+            [ResultField(f.name, f.table_oid, f.attnum, f.type_oid, f.format) for f in fields],
+            run.analysis,
+        )
+        if plan is not None and run.subjects is None:
+            run.subjects = SubjectSet(self.analyzer.policy.subject_cap)
+        return plan
+
+    def _copy_plan(self, run: Run | None, incoming: bool) -> None:
+        """COPY data carries subjects too: plan which columns, count rows from the data."""
+        if run is None or self.analyzer is None:
+            return
+        run.copy = self.analyzer.copy_plan(run.sql)
+        if run.copy is not None and run.subjects is None:
+            run.subjects = SubjectSet(self.analyzer.policy.subject_cap)
+        if incoming:
+            self._copy_in = run
+
+    def _copy_data(self, body: bytes | None) -> None:
+        """Client CopyData in COPY FROM STDIN: lines may span messages, so carry the tail."""
+        run = self._copy_in
+        if run is None or run.copy is None or run.subjects is None or body is None:
+            return
+        if run.subjects.capped:
+            return
+        data = run.carry + body
+        lines = data.split(b"\n")
+        run.carry = lines.pop()
+        for line in lines:
+            if line and line != b"\\.":
+                run.subjects.add(run.copy.subjects_in_line(line))
 
     def _server_message(self, step: Step, mtype: int, body: bytes) -> bytes | None:
         queue = self._queue
@@ -580,9 +690,11 @@ class Session:
                 head.runs[0].suspended = True
                 queue.popleft()
         elif mtype == 0x54:  # T RowDescription
-            self._row_description = codec.decode_row_description(body)
-            if head is not None and head.kind in (DESCRIBE_S, DESCRIBE_P):
-                queue.popleft()
+            self._row_description(head, codec.decode_row_description(body))
+        elif mtype == 0x47:  # G CopyInResponse
+            self._copy_plan(head.run if head else None, incoming=True)
+        elif mtype == 0x48:  # H CopyOutResponse
+            self._copy_plan(head.run if head else None, incoming=False)
         elif mtype in (0x31, 0x32, 0x33, 0x6E):  # ParseComplete BindComplete CloseComplete NoData
             if head is not None and head.kind in (PARSE, BIND, CLOSE, DESCRIBE_S, DESCRIBE_P):
                 queue.popleft()
@@ -597,12 +709,33 @@ class Session:
                 self.params["application_name"] = value
         return None
 
+    def _row_description(self, head: Pending | None, fields: tuple[codec.Field, ...]) -> None:
+        if head is None:
+            return
+        if head.kind == DESCRIBE_P:
+            portal = self._portals.get(head.name)
+            if portal is not None:
+                portal.fields = fields
+        elif head.kind == DESCRIBE_S:
+            prepared = self._prepared.get(head.name)
+            if prepared is not None:
+                prepared.fields = fields
+        elif head.kind == QUERY and head.run is not None:
+            head.run.plan = self._plan(fields, head.run)
+            return
+        else:
+            return
+        self._queue.popleft()
+
     def _complete(self, step: Step, head: Pending | None, tag: str) -> None:
+        self._copy_in = None
         if head is None or head.kind not in (EXECUTE, QUERY, FUNCTION):
             return
         run = head.run
         if run is not None:
             run.tag = tag
+            if run.analysis is not None and run.analysis.audit_class == "DDL":
+                self.ddl_done = True
             step.records.append(self._outcome(run))
             if head.kind == EXECUTE:
                 for portal in self._portals.values():
@@ -616,6 +749,7 @@ class Session:
     def _error(self, step: Step, head: Pending | None, body: bytes) -> bytes | None:
         fields = codec.decode_error_fields(body)
         sqlstate, message = fields.get("C", "XX000"), fields.get("M", "")
+        self._copy_in = None
         if self.phase == "auth":
             return None
         replacement: bytes | None = None
