@@ -58,7 +58,7 @@ def read_checkpoint(path: Path) -> tuple[Checkpoint, bytes]:
         raise LedgerError(f"cannot read checkpoint {path}: {exc.strerror}") from exc
     try:
         return msgspec.json.decode(data, type=Checkpoint), data
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 is the latter
         raise LedgerError(f"{path} is not a checkpoint: {exc}") from exc
 
 

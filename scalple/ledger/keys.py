@@ -213,7 +213,7 @@ def rotate_keys(key_dir: Path, ledger_dirs: list[Path]) -> Rotation:
 def read_rotation(path: Path) -> Rotation:
     try:
         return msgspec.json.decode(path.read_bytes(), type=Rotation)
-    except (OSError, msgspec.DecodeError) as exc:
+    except (OSError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise LedgerError(f"unreadable key rotation {path}: {exc}") from exc
 
 

@@ -32,7 +32,7 @@ class RowCheck:
 def _exact_hash(con: duckdb.DuckDBPyConnection, path: Path, row: int) -> str:
     # The fast SQL rendering differs from msgspec only for rare control characters: decide
     # such a row exactly, from its values, through the one canonical encoder.
-    rel = con.execute(f"SELECT * FROM read_parquet({quote(path)}) LIMIT 1 OFFSET {row}")
+    rel = con.cursor().execute(f"SELECT * FROM read_parquet({quote(path)}) LIMIT 1 OFFSET {row}")
     names = [d[0] for d in rel.description]
     values: dict[str, Any] = dict(zip(names, rel.fetchone() or (), strict=False))
     try:

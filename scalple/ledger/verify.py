@@ -70,7 +70,7 @@ class _Walk:
     progress: Progress
     checkpoints: list[Checkpoint] = field(default_factory=list)
     prev_digest: str = ""
-    key_rank: int = 0
+    key_rank: int = -(2**62)  # checkpoints may start with any key of the chain
 
     @property
     def next_seq(self) -> int:
