@@ -7,6 +7,7 @@ import pytest
 from scalple.analysis import Analyzer, Catalog, Policy, ResultField, subject_hash
 from scalple.analysis.lexer import scan
 from scalple.analysis.patterns import BUILTIN, iban_ok, luhn_ok
+from scalple.analysis.subjects import SubjectHasher
 
 KEY = b"k" * 32
 CATALOG = Catalog.from_tables(
@@ -150,3 +151,84 @@ def test_copy_plan_text_format() -> None:
     )
     assert plan.subjects_in_line(b"Ann\t\\N\t\\N\n") == ()
     assert analyzer().copy_plan("COPY orders (id) FROM STDIN") is None
+
+
+@pytest.mark.parametrize("key", [b"k" * 32, b"", b"x" * 64, b"long" * 40])
+def test_subject_hasher_matches_subject_hash(key: bytes) -> None:
+    hasher = SubjectHasher(key)
+    for kind, value in [("customer", "042"), ("email", " Ann@X.org"), ("iban", "")]:
+        assert hasher(kind, value) == subject_hash(key, kind, value)
+
+
+def test_exact_text_cache_gives_the_fresh_analysis() -> None:
+    sql = "SELECT id FROM users WHERE id = 7 AND email = $1 /* ann@x.org */ LIMIT 21"
+    a = analyzer()
+    first = a.analyze(sql, [b"bob@y.com"])
+    again = a.analyze(sql, [b"cy@z.net"])
+    fresh = analyzer().analyze(sql, [b"cy@z.net"])
+    assert again == fresh and first.statement == again.statement
+    assert subject_hash(KEY, "customer", "7") in again.subjects
+    assert subject_hash(KEY, "email", "cy@z.net") in again.subjects
+    assert "ann@x.org" not in again.statement and len(a._exact) == 1
+
+
+def test_exact_text_cache_forgets_on_catalog_change() -> None:
+    catalog = Catalog.from_tables({"public.users": ["id", "email"]})
+    a = analyzer(catalog=catalog)
+    assert a.analyze("SELECT * FROM users WHERE id = $1", [b"1"]).columns[-1] == (
+        "public.users.email"
+    )
+    catalog._set((), {})
+    assert a.analyze("SELECT * FROM users WHERE id = $1", [b"1"]).columns == (
+        "public.users.*",
+        "public.users.id",
+    )
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT E'4111\\ 1111 1111 1111' AS c", "SELECT 4_111_111_111_111_111 AS c"]
+)
+def test_patterns_see_literal_values_not_their_spelling(sql: str) -> None:
+    r = analyzer().analyze(sql)
+    assert r.masked_fields and "1111 1111" not in r.statement and "111_111" not in r.statement
+
+
+def test_scan_keys_ignore_digits_in_names_and_parameters() -> None:
+    s = scan('SELECT t1.a2, "x1", $1, $12 FROM t1 WHERE b = 3.5 AND c = .5')
+    assert [t.value() for t in s.literals] == ["3.5"]
+    assert s.key == 'SELECT t1.a2, "x1", $1, $12 FROM t1 WHERE b = ? AND c = .5'
+
+
+@pytest.mark.parametrize(
+    ("text", "gone", "kept"),
+    [
+        ('invalid input syntax for type integer: "alice@x.com"', "alice@x.com", "a***@***.com"),
+        (
+            'duplicate key value violates unique constraint "users_phone_key"\n'
+            "DETAIL:  Key (phone)=(+1 555 0100) already exists.",
+            "555 0100",
+            "Key (phone)=(",
+        ),
+        (
+            'DETAIL:  Key (customer_id)=(42) is not present in table "users".',
+            "(42)",
+            'is not present in table "users".',
+        ),
+        (
+            'new row for relation "users" violates check constraint "c"\n'
+            "DETAIL:  Failing row contains (7, +1 555 0100, Ann).",
+            "555 0100",
+            "Failing row contains (",
+        ),
+        ("account DE89 3704 0044 0532 0130 00 is closed", "3704 0044", "account "),
+    ],
+)
+def test_mask_text_masks_server_messages(text: str, gone: str, kept: str) -> None:
+    out = analyzer().mask_text(text)
+    assert gone not in out and kept in out
+
+
+def test_mask_text_keeps_harmless_text() -> None:
+    text = 'relation "orders" does not exist\nDETAIL:  Key (sku)=(A-100) already exists.'
+    assert analyzer().mask_text(text) == text
+    assert analyzer().mask_text("") == ""

@@ -6,24 +6,26 @@ per-value work (masking, patterns, subject hashes). It never raises and does no 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import sqlglot
 from sqlglot import exp
 
 from scalple.analysis.bind import Names, ident
 from scalple.analysis.catalog import Catalog
-from scalple.analysis.lexer import Scan, Token, scan
+from scalple.analysis.lexer import Scan, literal_value, scan, split
 from scalple.analysis.masking import mask
 from scalple.analysis.policy import Policy
 from scalple.analysis.results import CopyPlan, ResultField, ResultPlan, decode_value
 from scalple.analysis.shape import Action, Shape, failed, learn
-from scalple.analysis.subjects import SubjectSet, subject_hash
+from scalple.analysis.subjects import SubjectHasher, SubjectSet
 from scalple.events import AuditClass
 
 _MASK_ALL = Action("literal", True, None)
+_EMPTY = Shape("", "MISC", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,22 +46,32 @@ class StatementAnalysis:
 class _Masker:
     """Per-statement work on one scan: masking, patterns, subjects."""
 
-    def __init__(self, policy: Policy, key: bytes, shape: Shape) -> None:
+    def __init__(self, policy: Policy, key: bytes, hasher: SubjectHasher, shape: Shape) -> None:
         self.policy = policy
         self.key = key
+        self.hash = hasher
         self.shape = shape
         self.masked: list[str] = []
         self.subjects = SubjectSet(policy.subject_cap)
 
     def mask_value(self, value: str, action: Action | None) -> str | None:
         """The value to record instead of `value`, or None to keep it."""
-        if action is not None and action.kind is not None:
-            self.subjects.add(subject_hash(self.key, action.kind, v) for v in _elements(value))
-        if action is not None and action.mask:
+        if action is None:
+            return self.mask_patterns(value)
+        if action.kind is not None:
+            self.add_subjects(action.kind, value)
+        if action.mask:
             masked = mask(value, self.policy.mask_style, self.key)
             self.masked.append(f"{action.column} → {masked}")
             return masked
         return self.mask_patterns(value)
+
+    def add_subjects(self, kind: str, value: str) -> None:
+        if value[:1] == "{":
+            for v in _elements(value):
+                self.subjects.add_one(self.hash(kind, v))
+        else:
+            self.subjects.add_one(self.hash(kind, value))
 
     def mask_patterns(self, text: str) -> str | None:
         spans = self.policy.patterns.find(text)
@@ -73,25 +85,33 @@ class _Masker:
             pos = end
         return "".join(out) + text[pos:]
 
-    def statement(self, sc: Scan) -> str:
-        edits: list[tuple[Token, str]] = []
-        for i, tok in enumerate(sc.literals):
-            action = _MASK_ALL if self.shape.mask_all else self.shape.literals.get(i)
-            new = self.mask_value(tok.value(), action)
+    def statement(
+        self, sql: str, literals: list[int], comments: list[int], actions: tuple[Action | None, ...]
+    ) -> str:
+        """`sql` with its literals (flat (start, end) offsets, one action each) and comments
+        masked. Most literals stop at the cheap pattern pre-check on their raw text."""
+        edits: list[tuple[int, int, str]] = []
+        maybe = self.policy.patterns.maybe
+        for start, end, action in zip(literals[::2], literals[1::2], actions, strict=True):
+            if action is None and not maybe(sql[start:end]):
+                continue
+            new = self.mask_value(literal_value(sql[start:end]), action)
             if new is not None:
-                edits.append((tok, "'" + new.replace("'", "''") + "'"))
-        for tok in sc.comments:
-            new = self.mask_patterns(tok.text)
+                edits.append((start, end, "'" + new.replace("'", "''") + "'"))
+        for start, end in zip(comments[::2], comments[1::2], strict=True):
+            new = self.mask_patterns(sql[start:end])
             if new is not None:
-                edits.append((tok, new))
+                edits.append((start, end, new))
         if not edits:
-            return sc.sql
-        edits.sort(key=lambda e: e[0].start)
-        out, pos = [], 0
-        for tok, text in edits:
-            out += [sc.sql[pos : tok.start], text]
-            pos = tok.end
-        return "".join(out) + sc.sql[pos:]
+            return sql
+        if comments:
+            edits.sort()
+        out: list[str] = []
+        pos = 0
+        for start, end, text in edits:
+            out += (sql[pos:start], text)
+            pos = end
+        return "".join(out) + sql[pos:]
 
     def param(self, index: int, raw: bytes | None, fmt: int) -> str | None:
         if raw is None:
@@ -125,14 +145,53 @@ def _elements(value: str) -> list[str]:
     return [value]
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A learned shape laid out for the hit path: one action (or None) per literal, in order."""
+
+    shape: Shape
+    actions: tuple[Action | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Exact:
+    """The statement side of one exact text's analysis: everything but its parameters."""
+
+    compiled: _Compiled
+    statement: str
+    masked: tuple[str, ...]
+    subjects: tuple[str, ...]
+    capped: bool
+
+
+def _compile(shape: Shape, n_literals: int) -> _Compiled:
+    if shape.mask_all:
+        return _Compiled(shape, (_MASK_ALL,) * n_literals)
+    return _Compiled(shape, tuple(shape.literals.get(i) for i in range(n_literals)))
+
+
+# `Key (email)=(a@b.com) already exists.` and the like, in unique/foreign-key/exclusion details.
+_KEY_DETAIL: Final = re.compile(
+    r"\bKey \((?P<cols>[^()]*)\)=\((?P<vals>.*?)\)(?=\s+(?:already|is|conflicts)\b|\.?\s*$)",
+    re.MULTILINE,
+)
+_FAILING_ROW: Final = re.compile(r"\bFailing row contains \((?P<vals>.*)\)", re.MULTILINE)
+
+
 class Analyzer:
     def __init__(self, policy: Policy, subject_key: bytes, catalog: Catalog | None = None) -> None:
         self.policy = policy
         self.subject_key = subject_key
+        self._hasher = SubjectHasher(subject_key)
         self.catalog = catalog
         self.names = Names(catalog, policy.search_path)
-        self._shapes: dict[str, Shape] = {}
+        self._shapes: dict[str, _Compiled] = {}
+        # Statements that take parameters or have no literals, by their exact text (such a text
+        # comes back again and again): the whole statement side of the work, done once.
+        self._exact: dict[str, _Exact] = {}
         self._catalog_version = catalog.version if catalog else 0
+        names = {c.rpartition(".")[2] for c in (*policy.pii_columns, *policy.subject_columns)}
+        self._sensitive_names = frozenset(names)
 
     def analyze(
         self, sql: str, params: Sequence[bytes | None] = (), param_formats: Sequence[int] = ()
@@ -143,34 +202,81 @@ class Analyzer:
         except Exception:
             return self._fail_safe(sql, params)
 
-    def _shape(self, sc: Scan) -> Shape:
+    def _check_catalog(self) -> None:
         if self.catalog is not None and self.catalog.version != self._catalog_version:
             self._shapes.clear()  # names and `*` may mean something else after DDL
+            self._exact.clear()
             self._catalog_version = self.catalog.version
-        shape = self._shapes.get(sc.key)
-        if shape is None:
-            shape = learn(sc, self.policy, self.names)
+
+    def _compiled(self, sql: str, key: str, n_literals: int) -> _Compiled:
+        compiled = self._shapes.get(key)
+        if compiled is not None and len(compiled.actions) == n_literals:
+            return compiled
+        fresh = _compile(learn(scan(sql), self.policy, self.names), n_literals)
+        if compiled is None:  # else two texts share a key but not a literal count: keep the first
             if len(self._shapes) >= self.policy.cache_size:
                 del self._shapes[next(iter(self._shapes))]
-            self._shapes[sc.key] = shape
-        return shape
+            self._shapes[key] = fresh
+        return fresh
 
     def _analyze(
         self, sql: str, params: Sequence[bytes | None], formats: Sequence[int]
     ) -> StatementAnalysis:
-        sc = scan(sql)
-        shape = self._shape(sc)
-        m = _Masker(self.policy, self.subject_key, shape)
-        statement = m.statement(sc)
+        self._check_catalog()
+        exact = self._exact.get(sql)
+        if exact is not None:
+            compiled, statement = exact.compiled, exact.statement
+            m = _Masker(self.policy, self.subject_key, self._hasher, compiled.shape)
+            m.masked += exact.masked
+            m.subjects.restore(exact.subjects, exact.capped)
+        else:
+            key, literals, comments = split(sql)
+            compiled = self._compiled(sql, key, len(literals) // 2)
+            m = _Masker(self.policy, self.subject_key, self._hasher, compiled.shape)
+            statement = m.statement(sql, literals, comments, compiled.actions)
+            if params or not literals:
+                if len(self._exact) >= self.policy.cache_size:
+                    del self._exact[next(iter(self._exact))]
+                self._exact[sql] = _Exact(
+                    compiled, statement, tuple(m.masked), m.subjects.subjects, m.subjects.capped
+                )
         values = tuple(m.param(i, raw, _format(formats, i)) for i, raw in enumerate(params))
-        return _result(shape, statement, values, m)
+        return _result(compiled.shape, statement, values, m)
 
     def _fail_safe(self, sql: str, params: Sequence[bytes | None]) -> StatementAnalysis:
-        sc = scan(sql)
-        shape = failed(sc)
-        m = _Masker(self.policy, self.subject_key, shape)
+        key, literals, comments = split(sql)
+        shape = failed(Scan(sql, key, (), ()))
+        m = _Masker(self.policy, self.subject_key, self._hasher, shape)
         values = tuple(None if p is None else "***" for p in params)
-        return _result(shape, m.statement(sc), values, m)
+        statement = m.statement(sql, literals, comments, (_MASK_ALL,) * (len(literals) // 2))
+        return _result(shape, statement, values, m)
+
+    def mask_text(self, text: str) -> str:
+        """Free text, such as a server error message or notice, as it may be recorded: value
+        patterns masked anywhere, and the values in `Key (col)=(...)` details (when a column has
+        the name of a PII or subject column) and `Failing row contains (...)` masked whole, since
+        the table is not known. Never raises."""
+        try:
+            return self._mask_text(text)
+        except Exception:
+            return mask(text, "redact", self.subject_key)
+
+    def _mask_text(self, text: str) -> str:
+        style, key = self.policy.mask_style, self.subject_key
+        if self._sensitive_names and ("Key (" in text or "Failing row" in text):
+
+            def key_values(m: re.Match[str]) -> str:
+                cols = {c.strip().strip('"').lower() for c in m["cols"].split(",")}
+                if not cols & self._sensitive_names:
+                    return m[0]
+                return f"Key ({m['cols']})=({mask(m['vals'], style, key)})"
+
+            text = _KEY_DETAIL.sub(key_values, text)
+            text = _FAILING_ROW.sub(
+                lambda m: f"Failing row contains ({mask(m['vals'], style, key)})", text
+            )
+        masked = _Masker(self.policy, key, self._hasher, _EMPTY).mask_patterns(text)
+        return text if masked is None else masked
 
     def result_plan(
         self, fields: Sequence[ResultField], statement: StatementAnalysis | None = None

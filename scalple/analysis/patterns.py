@@ -58,8 +58,12 @@ BUILTIN: Final = {
     # 13-19 digits, optionally grouped by spaces or dashes; Luhn keeps ordinary ids unmasked.
     "card": ValuePattern("card", re.compile(r"(?<![\d.])\d(?:[ -]?\d){12,18}(?![\d.])"), _card_ok),
 }
-# Only these characters can start a match, so most literals are skipped with one `in` test each.
-_TRIGGERS: Final = ("@", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
+# E-mail needs an @; an IBAN (15+ long) and a card number (13+) need that length and digits,
+# which holds for a literal's quoted text as for its value: `maybe` tests that. `find` then looks
+# for the core every match must contain, in one pass in C.
+_MIN_DIGITS_LEN: Final = 13
+_DIGIT: Final = re.compile(r"\d")
+_CORE: Final = re.compile(r"@|[A-Z]{2}\d{2}|\d(?:[ -]?\d){12}")
 
 
 class PatternSet:
@@ -69,8 +73,15 @@ class PatternSet:
         self.patterns = patterns
         self._builtin_only = all(p is BUILTIN.get(p.name) for p in patterns)
 
+    def maybe(self, text: str) -> bool:
+        """False only when no pattern can match `text`, cheaply (most literals stop here). True
+        for a quoted literal whenever it is for its value, so the raw text can be tested first."""
+        if not self._builtin_only or "@" in text:
+            return True
+        return len(text) >= _MIN_DIGITS_LEN and _DIGIT.search(text) is not None
+
     def find(self, text: str) -> list[tuple[int, int, str]]:
-        if self._builtin_only and not any(t in text for t in _TRIGGERS):
+        if self._builtin_only and _CORE.search(text) is None:
             return []
         spans: list[tuple[int, int, str]] = []
         for p in self.patterns:

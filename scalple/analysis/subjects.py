@@ -25,7 +25,31 @@ def normalize(value: str) -> str:
 def subject_hash(key: bytes, kind: str, value: str) -> str:
     """HMAC-SHA-256(key, kind 0x1f normalized value), hex. The one definition dsar uses too."""
     msg = kind.encode() + b"\x1f" + normalize(value).encode()
-    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+    return hmac.digest(key, msg, "sha256").hex()
+
+
+_IPAD: Final = bytes(x ^ 0x36 for x in range(256))
+_OPAD: Final = bytes(x ^ 0x5C for x in range(256))
+_BLOCK: Final = 64  # SHA-256's block size
+
+
+class SubjectHasher:
+    """`subject_hash` for one key, with the key's two HMAC pads hashed once (RFC 2104), so each
+    value costs two SHA-256 state copies instead of a fresh HMAC: the same hashes, faster."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        padded = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(padded.translate(_IPAD))
+        self._outer = hashlib.sha256(padded.translate(_OPAD))
+
+    def __call__(self, kind: str, value: str) -> str:
+        inner = self._inner.copy()
+        inner.update(kind.encode() + b"\x1f" + normalize(value).encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
 
 class SubjectSet:
@@ -38,12 +62,20 @@ class SubjectSet:
 
     def add(self, hashes: Iterable[str]) -> None:
         for h in hashes:
-            if h in self._seen:
-                continue
-            if len(self._seen) >= self.cap:
-                self.capped = True
-                return
-            self._seen[h] = None
+            self.add_one(h)
+
+    def add_one(self, h: str) -> None:
+        if h in self._seen:
+            return
+        if len(self._seen) >= self.cap:
+            self.capped = True
+            return
+        self._seen[h] = None
+
+    def restore(self, subjects: tuple[str, ...], capped: bool) -> None:
+        """Start from a state `subjects` and `capped` once had (an exact-text cache hit)."""
+        self._seen = dict.fromkeys(subjects)
+        self.capped = capped
 
     @property
     def subjects(self) -> tuple[str, ...]:
