@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
@@ -40,8 +43,10 @@ def demo_env(**extra: str) -> dict[str, str]:
     }
 
 
-def spawn(*args: str, **env: str) -> pexpect.spawn:
-    """`scalple demo` in a terminal; its whole transcript is kept in `logfile_read`."""
+@contextlib.contextmanager
+def spawn(*args: str, **env: str) -> Iterator[pexpect.spawn]:
+    """`scalple demo` in a terminal; its whole transcript is kept in `logfile_read`. A test that
+    fails half way still lets it clean up (Ctrl-C) instead of killing it with servers running."""
     child = pexpect.spawn(
         sys.executable,
         ["-m", "scalple", "demo", *args],
@@ -51,7 +56,13 @@ def spawn(*args: str, **env: str) -> pexpect.spawn:
         dimensions=(60, 220),
     )
     child.logfile_read = io.StringIO()
-    return child
+    try:
+        yield child
+    finally:
+        if child.isalive():
+            child.sendintr()
+            child.expect(pexpect.EOF, timeout=60)
+        child.close()
 
 
 def test_pgaudit_lines_are_parsed_across_lines_and_filtered_by_application() -> None:
@@ -94,18 +105,17 @@ def _require_stack() -> None:
 
 def test_demo_runs_start_to_clean_up() -> None:
     _require_stack()
-    child = spawn()
-    child.expect(r"PostgreSQL with pgAudit on 127\.0\.0\.1:(\d+)")
-    pg_port = int(child.match.group(1))
-    child.expect(r"PgBouncer \(pool_mode = transaction\)")
-    child.expect(r"scalple serve on 127\.0\.0\.1:\d+ → PgBouncer, ledger (\S+)")
-    ledger = Path(child.match.group(1))
-    child.expect("Who ran what")
-    child.expect("Cleaning up")
-    child.expect(r"removed (\S+)\.\r?\n")
-    base = Path(child.match.group(1))
-    child.expect(pexpect.EOF)
-    child.close()
+    with spawn() as child:
+        child.expect(r"PostgreSQL with pgAudit on 127\.0\.0\.1:(\d+)")
+        pg_port = int(child.match.group(1))
+        child.expect(r"PgBouncer \(pool_mode = transaction\)")
+        child.expect(r"scalple serve on 127\.0\.0\.1:\d+ → PgBouncer, ledger (\S+)")
+        ledger = Path(child.match.group(1))
+        child.expect("Who ran what")
+        child.expect("Cleaning up")
+        child.expect(r"removed (\S+)\.\r?\n")
+        base = Path(child.match.group(1))
+        child.expect(pexpect.EOF)
     out = _transcript(child)
     assert child.exitstatus == 0, out
     rows = {line for line in out.splitlines() if "│" in line}
@@ -129,34 +139,47 @@ def _transcript(child: pexpect.spawn) -> str:
 
 def test_keep_leaves_it_running_until_ctrl_c() -> None:
     _require_stack()
-    child = spawn("--keep")
-    child.expect(r"through Scalple as Alice\s+(postgresql://\S+)")
-    alice_dsn = child.match.group(1)
-    child.expect(r"ledger\s+(\S+)")
-    ledger = Path(child.match.group(1))
-    child.expect("Press Ctrl-C to stop and clean up.")
-    with psycopg.connect(alice_dsn, autocommit=True) as con:
-        assert con.execute("SELECT count(*) FROM customers").fetchone() == (3,)
-    mine = [
-        e
-        for e in read_events(ledger)
-        if e["kind"] == "statement" and e["statement"] == "SELECT count(*) FROM customers"
-    ]
-    assert [(e["actor"], e["identity_source"]) for e in mine] == [(ALICE, "startup")]
-    child.sendintr()
-    child.expect(r"removed (\S+)\.")
-    base = Path(child.match.group(1))
-    child.expect(pexpect.EOF)
-    child.close()
+    with spawn("--keep") as child:
+        child.expect(r"through Scalple as Alice\s+(postgresql://\S+)")
+        alice_dsn = child.match.group(1)
+        child.expect(r"ledger\s+(\S+)")
+        ledger = Path(child.match.group(1))
+        child.expect("Press Ctrl-C to stop and clean up.")
+        with psycopg.connect(alice_dsn, autocommit=True) as con:
+            assert con.execute("SELECT count(*) FROM customers").fetchone() == (3,)
+        mine = [
+            e
+            for e in read_events(ledger)
+            if e["kind"] == "statement" and e["statement"] == "SELECT count(*) FROM customers"
+        ]
+        assert [(e["actor"], e["identity_source"]) for e in mine] == [(ALICE, "startup")]
+        child.sendintr()
+        child.expect(r"removed (\S+)\.")
+        base = Path(child.match.group(1))
+        child.expect(pexpect.EOF)
     assert child.exitstatus == 0, _transcript(child)
     assert not base.exists()
 
 
+def test_a_closed_terminal_still_cleans_up() -> None:
+    _require_stack()
+    with spawn("--keep") as child:
+        child.expect(r"PostgreSQL with pgAudit on 127\.0\.0\.1:(\d+)")
+        pg_port = int(child.match.group(1))
+        child.expect("Press Ctrl-C to stop and clean up.")
+        child.kill(signal.SIGHUP)
+        child.expect(r"removed (\S+)\.")
+        base = Path(child.match.group(1))
+        child.expect(pexpect.EOF)
+    assert not base.exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/app", connect_timeout=2)
+
+
 def test_missing_postgresql_says_how_to_install(tmp_path: Path) -> None:
     path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
-    child = spawn(SCALPLE_PG_BINDIR=str(tmp_path), PATH=path)
-    child.expect(pexpect.EOF)
-    child.close()
+    with spawn(SCALPLE_PG_BINDIR=str(tmp_path), PATH=path) as child:
+        child.expect(pexpect.EOF)
     out = _transcript(child)
     assert child.exitstatus == 2, out
     assert "apt-get install -y postgresql-15 postgresql-15-pgaudit" in out

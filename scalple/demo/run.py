@@ -125,7 +125,7 @@ class Demo:
             "trail recorded.\n"
         )
         self._preflight()
-        with self._stack() as stack:
+        with _cleanup_on_hangup(), self._stack() as stack:
             self._workload(stack)
             self._leak(stack)
             pairs = self._trails(stack)
@@ -455,6 +455,22 @@ class Demo:
         for line in (proc.stdout + proc.stderr).rstrip().splitlines():
             self.out.print("    " + line, markup=False, highlight=False)
         self.say(f"  [dim](exit status {proc.returncode})[/]")
+
+
+@contextlib.contextmanager
+def _cleanup_on_hangup() -> Iterator[None]:
+    """SIGTERM or SIGHUP (a closed terminal) unwind like Ctrl-C, so the servers are stopped and
+    the temp dir removed rather than left running."""
+
+    def unwind(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, unwind) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _arguments_for(cmd: Any, values: Mapping[str, str]) -> list[str] | None:
