@@ -125,6 +125,7 @@ def test_demo_runs_start_to_clean_up() -> None:
     assert sum("not seen: went around Scalple" in r for r in rows) == 2, out
     assert "Scalple named the person for 5 of the 5 statements it carried" in out
     assert "changed by alice@corp.example, but it was Bob's request" in out
+    assert "email address in Bob's lookup: pgAudit's log has it in clear; Scalple's ledger" in out
     if "no `scalple verify` command yet" not in out:  # verify landed: the demo's ledger is intact
         assert re.search(r"\$ scalple verify \S+\s+intact: ", out), out
     assert ledger.parent == base and not base.exists()

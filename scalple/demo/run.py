@@ -30,6 +30,7 @@ from scalple.sandbox import INSTALL_HINT, Sandbox, free_port, pgbouncer_binary, 
 APP = "shop-web"
 NOTEBOOK = "notebook"
 CUSTOMER = "42"
+EMAIL = "dana.reyes@example.com"  # customer 42's address: personal data in a statement
 ALICE, BOB, ANALYST = "alice@corp.example", "bob@corp.example", "analyst@corp.example"
 
 SCHEMA = """
@@ -287,7 +288,7 @@ class Demo:
         bob_tag = f"/*user='{BOB.replace('@', '%40')}'*/ "
         steps: list[tuple[psycopg.Connection[Any], str, str]] = [
             (alice, ALICE, f"SELECT id, name, email FROM customers WHERE id = {CUSTOMER}"),
-            (bob, BOB, bob_tag + f"SELECT email FROM customers WHERE id = {CUSTOMER}"),
+            (bob, BOB, bob_tag + f"SELECT id, name FROM customers WHERE email = '{EMAIL}'"),
             (alice, ALICE, f"INSERT INTO orders (customer_id, total) VALUES ({CUSTOMER}, 19.90)"),
             (bob, BOB, bob_tag + f"SELECT count(*) FROM orders WHERE customer_id = {CUSTOMER}"),
             (analyst, ANALYST, f"SET scalple.user = '{ANALYST}'"),
@@ -388,6 +389,19 @@ class Demo:
             f"pgAudit named the role [bold]{escape(', '.join(roles) or 'nobody')}[/] for "
             f"every statement; Scalple named the person for {len(named)} of the "
             f"{len(seen)} statements it carried."
+        )
+        in_log = any(EMAIL in a.statement for a in audit)
+        in_ledger = any(EMAIL in str(e.get("statement") or "") for e in statements)
+        self.say(
+            f"Customer {CUSTOMER}'s email address in Bob's lookup: pgAudit's log has it "
+            + ("[bold red]in clear[/]" if in_log else "masked")
+            + "; Scalple's ledger "
+            + (
+                "has it in clear too (no PII masking in this build)"
+                if in_ledger
+                else "[green]has it masked[/]"
+            )
+            + "."
         )
         return pairs
 
