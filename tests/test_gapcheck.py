@@ -21,8 +21,10 @@ PEOPLE = ("alice", "bob", "analyst")
 MONITOR = "monitor_user"
 
 
-def gap_check(dsn: str, *args: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(app, ["gap-check", dsn, "--json", *args], env={"COLUMNS": "200"})
+def gap_check(dsn: str, *args: str, **env: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(
+        app, ["gap-check", dsn, "--json", *args], env={"COLUMNS": "200", **env}
+    )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result.exit_code, json.loads(result.stdout)
 
@@ -118,6 +120,23 @@ def test_session_around_the_proxy_is_named(sandbox: Sandbox) -> None:
     bypass = findings(report, "bypass")[0]
     assert bypass["severity"] == "gap"
     assert f"pid {pid}: trust_user from local socket (dba-psql)" in bypass["evidence"]
+
+
+def test_proxy_addresses_come_from_the_environment_too(sandbox: Sandbox) -> None:
+    direct = psycopg.connect(
+        host=str(sandbox.base),
+        port=sandbox.pg_port,
+        dbname="app",
+        user="trust_user",
+        application_name="dba-psql",
+    )
+    try:
+        _, with_env = gap_check(sandbox.dsn(MONITOR), SCALPLE_PROXY_ADDRS="127.0.0.1/32")
+        _, without = gap_check(sandbox.dsn(MONITOR), SCALPLE_PROXY_ADDRS="")
+    finally:
+        direct.close()
+    assert severities(with_env, "bypass") == ["gap"]
+    assert severities(without, "bypass") == ["info"]
 
 
 def test_per_user_roles_with_pgaudit_is_no_gap(per_user_clusters: dict[str, Sandbox]) -> None:
