@@ -128,6 +128,10 @@ def test_demo_runs_start_to_clean_up() -> None:
     assert "email address in Bob's lookup: pgAudit's log has it in clear; Scalple's ledger" in out
     if "no `scalple verify` command yet" not in out:  # verify landed: the demo's ledger is intact
         assert re.search(r"\$ scalple verify \S+\s+intact: ", out), out
+    if "no `scalple dsar` command yet" not in out:  # dsar landed: it answers for customer 42
+        ran = re.search(r"\$ scalple dsar (.*?)\(exit status (\d+)\)", out, re.S)
+        assert ran and ran.group(2) == "0", out
+        assert "Traceback" not in ran.group(1), out
     assert ledger.parent == base and not base.exists()
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/app", connect_timeout=2)

@@ -16,10 +16,11 @@ def demo(
         "Ctrl-C then stops and cleans up.",
     ),
 ) -> None:
-    """Run a throwaway PostgreSQL (pgAudit), PgBouncer and Scalple, drive a small workload as
-    Alice, Bob and an analyst, and show what pgAudit and Scalple each recorded.
+    """See the attribution gap, and Scalple closing it, on a throwaway database.
 
-    Needs PostgreSQL server binaries and pgAudit (PgBouncer is optional); cleans up after itself.
+    Starts PostgreSQL (pgAudit), PgBouncer (transaction pooling) and Scalple on 127.0.0.1, drives a
+    small workload as Alice, Bob and an analyst, shows what pgAudit and Scalple each recorded, runs
+    verify and dsar, and cleans up. Needs PostgreSQL server binaries and pgAudit.
     """
     raise typer.Exit(Demo(Console(highlight=False), keep=keep).run())
 

@@ -17,6 +17,7 @@ from scalple.gapcheck.render import render, to_json
 def gap_check(
     dsn: str = typer.Argument(
         ...,
+        metavar="DSN",
         help="Connection string of the database to check, e.g. "
         "postgresql://monitor@db:5432/app (a role with pg_monitor sees everything).",
     ),

@@ -435,7 +435,7 @@ class Demo:
         values = {
             "ledger": str(stack.ledger),
             "ledger_dir": str(stack.ledger),
-            "subject": CUSTOMER,
+            "subject": f"customers.id={CUSTOMER}",
             "customer": CUSTOMER,
             "value": CUSTOMER,
             "identifier": CUSTOMER,
