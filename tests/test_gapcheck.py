@@ -234,3 +234,20 @@ def test_set_history_is_seen_after_the_session_is_gone(
         e.startswith("pg_stat_statements (bob): SET app.tenant_id") for e in leak["evidence"]
     )
     assert "pg_stat_statements' history" in leak["note"]
+
+
+def test_pgaudit_switched_off_for_one_role_is_a_gap(per_user_clusters: dict[str, Sandbox]) -> None:
+    sb = per_user_clusters["audited"]
+    sb.psql("ALTER ROLE analyst SET pgaudit.log = 'none'")
+    people = connect_people(sb)
+    try:
+        code, report = gap_check(sb.dsn(MONITOR))
+    finally:
+        for con in people:
+            con.close()
+        sb.psql("ALTER ROLE analyst RESET pgaudit.log")
+    assert code == 1, report
+    off = [f for f in findings(report, "pgaudit") if f["severity"] == "gap"]
+    assert off and off[0]["evidence"] == [
+        "ALTER ROLE analyst IN DATABASE * SET pgaudit.log = 'none'"
+    ]

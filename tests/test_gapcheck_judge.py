@@ -183,3 +183,18 @@ def test_set_history_counts_as_pooled_when_its_role_is_shared() -> None:
         "pg_stat_statements (app_user): SET app.user_id = $1",
         "pg_stat_statements (alice): SET app.theme = 'dark'",
     )
+
+
+def test_pgaudit_switched_off_for_a_role_is_a_gap() -> None:
+    overrides = (
+        ("app_user", "*", "pgaudit.log=none"),
+        ("etl", "app", "pgaudit.log=ddl"),
+        ("alice", "*", "search_path=public"),
+    )
+    report = judge(facts(s(1, "alice"), role_settings=overrides))
+    found = [f for f in report.findings if f.check == "pgaudit"]
+    assert [(f.severity, f.evidence) for f in found[1:]] == [
+        ("gap", ("ALTER ROLE app_user IN DATABASE * SET pgaudit.log = 'none'",)),
+        ("warning", ("ALTER ROLE etl IN DATABASE app SET pgaudit.log = 'ddl'",)),
+    ]
+    assert report.verdict == "gap"

@@ -335,6 +335,7 @@ def _pgaudit(facts: Facts, *, exposed: bool) -> list[Finding]:
                 "line names that role.",
             )
         )
+    out += _pgaudit_overrides(facts, missing_sev)
     if "pgaudit" not in facts.extensions:
         out.append(
             Finding(
@@ -344,6 +345,44 @@ def _pgaudit(facts: Facts, *, exposed: bool) -> list[Finding]:
                 (f"pg_extension lists: {', '.join(facts.extensions) or 'nothing'}",),
                 f"CREATE EXTENSION pgaudit; in {facts.database} (it installs the event triggers "
                 "pgAudit uses to log DDL with object names).",
+            )
+        )
+    return out
+
+
+def _pgaudit_overrides(facts: Facts, off_severity: Severity) -> list[Finding]:
+    """ALTER ROLE/DATABASE ... SET pgaudit.log that turn auditing down for some sessions."""
+    off: list[str] = []
+    partial: list[str] = []
+    for role, db, setting in facts.role_settings:
+        name, _, value = setting.partition("=")
+        if name.strip().lower() != "pgaudit.log":
+            continue
+        line = f"ALTER ROLE {role} IN DATABASE {db} SET pgaudit.log = '{value}'"
+        classes = audit_classes(value)
+        if not classes:
+            off.append(line)
+        elif not {"read", "write"} <= classes:
+            partial.append(line)
+    out = []
+    if off:
+        out.append(
+            Finding(
+                "pgaudit",
+                off_severity,
+                "pgAudit is switched off for some roles or databases",
+                tuple(off),
+                "ALTER ROLE ... RESET pgaudit.log (or set it to include read, write).",
+            )
+        )
+    if partial:
+        out.append(
+            Finding(
+                "pgaudit",
+                "warning",
+                "pgAudit logs less for some roles or databases",
+                tuple(partial),
+                "ALTER ROLE ... RESET pgaudit.log (or set it to include read, write).",
             )
         )
     return out
