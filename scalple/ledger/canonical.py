@@ -19,6 +19,7 @@ EVENT_DOMAIN: Final = b"scalple/event/v1\n"
 GENESIS: Final = "0" * 64
 _TAIL: Final = b'"}'
 _HASH_TAIL_LEN: Final = 64 + len(_TAIL)
+_LINE_END: Final = b'"}\n'
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AuditEvent)
@@ -26,11 +27,20 @@ _decoder = msgspec.json.Decoder(AuditEvent)
 
 def chain(event: AuditEvent, seq: int, prev_hash: str) -> tuple[bytes, str]:
     """Return the journal line (with trailing newline) and hash of `event` placed at `seq`."""
+    parts: list[bytes] = []
+    digest = chain_into(parts, event, seq, prev_hash)
+    return b"".join(parts), digest
+
+
+def chain_into(out: list[bytes], event: AuditEvent, seq: int, prev_hash: str) -> str:
+    """Append the journal line of `event` at `seq` to `out` as pieces; return its hash."""
     canonical = _encoder.encode(
         msgspec.structs.replace(event, seq=seq, prev_hash=prev_hash, hash="")
     )
     digest = hashlib.sha256(EVENT_DOMAIN + canonical).hexdigest()
-    return canonical[:-2] + digest.encode() + b'"}\n', digest
+    # Splice the hash into the final "" without copying the record: joined once per batch.
+    out += (canonical[:-2], digest.encode(), _LINE_END)
+    return digest
 
 
 def canonical_of_line(line: bytes) -> bytes:

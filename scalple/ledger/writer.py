@@ -1,37 +1,32 @@
 """The ledger's `AuditSink`: chains events as they arrive and group-commits them to the journal.
 
-Callers stage events (seq, prev_hash, hash, canonical line) under a lock, so the chain order is
-the order of arrival. One writer thread takes everything staged so far and writes it with one
-write() (and one fsync in "fsync" mode); every write_ahead waiting on that batch then returns.
-A sealer thread turns full journals into signed segments off the hot path.
+Events are staged (seq, prev_hash, hash, canonical line) under one lock, so the chain order is
+the order of arrival. On an event loop, the first append of a loop iteration schedules one
+flush for the next: everything staged meanwhile goes out in one write(). In "os" mode waiters
+return after that write; in "fsync" mode the syncer thread's next fdatasync releases them all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from scalple.errors import LedgerError, LedgerUnavailable
 from scalple.events import AuditEvent
-from scalple.ledger.canonical import chain
+from scalple.ledger.canonical import chain_into
 from scalple.ledger.keys import SigningKey, key_id
 from scalple.ledger.layout import Layout
 from scalple.ledger.recovery import Pending, State, recover, system_event
-from scalple.ledger.seal import Sealed, seal
+from scalple.ledger.seal import Sealed
+from scalple.ledger.threads import Sealer, Syncer, Timer, Waiter, notify
 
 log = logging.getLogger("scalple.ledger")
-
-# A waiter is a future on some event loop, or (loop None) a plain callback for threads.
-Waiter = tuple[asyncio.AbstractEventLoop | None, Any]
 
 
 def _lock(layout: Layout) -> int:
@@ -44,15 +39,12 @@ def _lock(layout: Layout) -> int:
     return fd
 
 
-def _open_journal(path: Path, durable: bool) -> int:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    if durable:  # the new name must survive a power cut too
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return fd
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -61,27 +53,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class _Sealer(threading.Thread):
-    """Seals closed journals strictly in order; each checkpoint links to the one before."""
-
-    def __init__(self, layout: Layout, key: SigningKey, previous: Sealed | None) -> None:
-        super().__init__(name="scalple-sealer", daemon=True)
-        self.layout, self.key, self.previous = layout, key, previous
-        self.jobs: queue.Queue[Pending | None] = queue.Queue()
-        self.failed: BaseException | None = None
-
-    def run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            if self.failed is not None:
-                continue  # keep order: nothing seals after a failed seal until restart
-            try:
-                if job.count == 0:
-                    job.path.unlink()
-                else:
-                    self.previous = seal(self.layout, job, self.previous, self.key)
-            except Exception as exc:
-                self.failed = exc
-                log.error("sealing %s failed: %s; it stays in the journal", job.path.name, exc)
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class LedgerSink:
@@ -109,15 +85,18 @@ class LedgerSink:
         self._durable = durability == "fsync"
         self._seal_bytes, self._seal_seconds = seal_bytes, seal_seconds
         self._init_chain(state)
-        self._sealer = _Sealer(self.layout, key, self._previous(state))
+        self._sealer = Sealer(self.layout, key, self._previous(state))
         for job in state.to_seal:
             self._sealer.jobs.put(job)
         self._sealer.start()
-        self._writer = threading.Thread(target=self._run, name="scalple-journal", daemon=True)
-        self._writer.start()
+        self._syncer = Syncer(self._sync)
+        self._syncer.start()
+        self._timer = Timer(min(1.0, seal_seconds / 4), self._maybe_rotate)
+        self._timer.start()
         self._note_key(state, key)
-        for event in state.events:
-            self.record(event)
+        if state.events:
+            self.append(state.events)
+            self._flush()
 
     def _note_key(self, state: State, key: SigningKey) -> None:
         if state.checkpoint is None or state.checkpoint.public_key == key.public:
@@ -136,65 +115,60 @@ class LedgerSink:
         return Sealed(state.checkpoint, state.checkpoint_digest)
 
     def _init_chain(self, state: State) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # staging, writing and rotating the journal
+        self._fd_lock = threading.Lock()  # an fdatasync and the close of its descriptor
         self._staged: list[bytes] = []
         self._waiters: list[Waiter] = []
+        self._scheduled: set[asyncio.AbstractEventLoop] = set()
         self._seq, self._last_hash = state.next_seq, state.last_hash
         self._failed: BaseException | None = None
         self._closing = False
         self._lost = 0
-        live = state.live or Pending(
-            self.layout.journal(state.next_seq), state.next_seq, 0, state.last_hash, state.last_hash
+        last = state.last_hash
+        self._live = state.live or Pending(
+            self.layout.journal(state.next_seq), state.next_seq, 0, last, last
         )
-        self._live = live
-        self._fd = _open_journal(live.path, self._durable)
+        self._open_live()
+
+    def _open_live(self) -> None:
+        path = self._live.path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if self._durable:
+            _fsync_dir(path.parent)  # the new name must survive a power cut too
         self._size = os.fstat(self._fd).st_size
         self._opened = time.monotonic()
 
-    # -- staging: any thread, under the condition's lock -------------------------------------
-
-    def _stage(self, events: Sequence[AuditEvent]) -> None:
-        seq, last = self._seq, self._last_hash
-        staged = self._staged
-        for event in events:
-            line, last = chain(event, seq, last)
-            staged.append(line)
-            seq += 1
-        self._seq, self._last_hash = seq, last
+    # -- appending ----------------------------------------------------------------------------
 
     def append(self, events: Sequence[AuditEvent], waiter: Waiter | None = None) -> None:
-        """Stage `events`; `waiter` is settled from the writer thread once they are written."""
-        with self._cond:
+        """Stage `events` for the next flush; `waiter` is settled once they are durable."""
+        with self._lock:
             if self._failed is not None or self._closing:
                 raise LedgerUnavailable(self._why())
-            self._stage(events)
+            seq, last, staged = self._seq, self._last_hash, self._staged
+            for event in events:
+                last = chain_into(staged, event, seq, last)
+                seq += 1
+            self._seq, self._last_hash = seq, last
             if waiter is not None:
                 self._waiters.append(waiter)
-            self._cond.notify()
 
-    def append_sync(self, events: Sequence[AuditEvent]) -> None:
-        """`append` and wait until written, for callers outside an event loop."""
-        done = threading.Event()
-        errors: list[BaseException | None] = []
+    def _schedule(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        if loop is None:
+            self._flush()
+        elif loop not in self._scheduled:
+            self._scheduled.add(loop)
+            loop.call_soon(self._flush_soon, loop)
 
-        def settle(error: BaseException | None) -> None:
-            errors.append(error)
-            done.set()
-
-        self.append(events, (None, settle))
-        done.wait()
-        if errors[0] is not None:
-            raise errors[0]
-
-    def _why(self) -> str:
-        if self._closing:
-            return "the audit ledger is closed"
-        return f"the audit journal cannot be written: {self._failed}"
+    def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled.discard(loop)
+        self._flush()
 
     async def write_ahead(self, events: Sequence[AuditEvent]) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self.append(events, (loop, future))
+        self._schedule(loop)
         await future
 
     def record(self, event: AuditEvent) -> None:
@@ -204,51 +178,71 @@ class LedgerSink:
             if not self._lost:  # once: a broken ledger would otherwise log every statement
                 log.error("audit events are being lost: %s", exc)
             self._lost += 1
+            return
+        self._schedule(_running_loop())
 
-    # -- the writer thread --------------------------------------------------------------------
+    def append_sync(self, events: Sequence[AuditEvent]) -> None:
+        """Append and return once durable, for callers without an event loop."""
+        done = threading.Event()
+        errors: list[BaseException | None] = []
 
-    def _take(self) -> tuple[list[bytes], list[Waiter], bool]:
-        with self._cond:
-            while not self._staged and not self._closing:
-                if not self._cond.wait(timeout=self._age_left()):
-                    break
+        def settled(error: BaseException | None) -> None:
+            errors.append(error)
+            done.set()
+
+        self.append(events, (None, settled))
+        self._flush()
+        done.wait()
+        if errors[0] is not None:
+            raise errors[0]
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Write everything staged with one write(); release or hand on its waiters."""
+        with self._lock:
             staged, waiters = self._staged, self._waiters
             self._staged, self._waiters = [], []
-            return staged, waiters, self._closing
-
-    def _age_left(self) -> float:
-        return max(0.05, self._seal_seconds - (time.monotonic() - self._opened))
-
-    def _run(self) -> None:
-        while True:
-            staged, waiters, closing = self._take()
-            if staged and self._failed is None:
-                self._commit(staged, waiters)
-            else:
-                _notify(waiters, LedgerUnavailable(self._why()))
-            if closing and not staged:
-                return
-            if self._failed is None and self._due():
+            error = self._write(staged) if staged else None
+            if error is None and self._due():
                 self._rotate()
+        if error is not None or not self._durable:
+            notify(waiters, error)
+        elif waiters:
+            self._syncer.add(waiters)
 
-    def _commit(self, staged: list[bytes], waiters: list[Waiter]) -> None:
+    def _write(self, staged: list[bytes]) -> BaseException | None:
+        if self._failed is not None:
+            return LedgerUnavailable(self._why())
         data = b"".join(staged)
-        error: BaseException | None = None
         try:
             _write_all(self._fd, data)
-            if self._durable:
-                os.fdatasync(self._fd)
         except OSError as exc:
             # Fail closed: later events were chained to these, so nothing more may be written.
-            with self._cond:
-                self._failed = exc
-            error = LedgerUnavailable(f"the audit journal cannot be written: {exc}")
+            self._failed = exc
             log.error("audit journal write failed: %s; refusing statements from now on", exc)
-        else:
-            self._size += len(data)
-            self._live.count += len(staged)
-            self._live.last_hash = staged[-1][-67:-3].decode()
-        _notify(waiters, error)
+            return LedgerUnavailable(self._why())
+        self._size += len(data)
+        self._live.count = self._seq - self._live.first_seq  # all staged is written now
+        self._live.last_hash = self._last_hash
+        return None
+
+    def _sync(self) -> BaseException | None:
+        with self._fd_lock:
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self._failed = exc
+                log.error("audit journal fsync failed: %s; refusing statements from now on", exc)
+                return LedgerUnavailable(self._why())
+        return None
+
+    def _why(self) -> str:
+        if self._failed is not None:
+            return f"the audit journal cannot be written: {self._failed}"
+        return "the audit ledger is closed"
+
+    # -- rotating and sealing -----------------------------------------------------------------
 
     def _due(self) -> bool:
         if self._live.count == 0:
@@ -256,62 +250,47 @@ class LedgerSink:
         age = time.monotonic() - self._opened
         return self._size >= self._seal_bytes or age >= self._seal_seconds
 
+    def _maybe_rotate(self) -> None:
+        with self._lock:
+            if self._failed is None and not self._closing and self._due():
+                self._rotate()
+
     def _rotate(self) -> None:
-        """Close the live journal, hand it to the sealer, and start the next one."""
-        os.close(self._fd)
+        """Close the live journal (lock held), hand it to the sealer, start the next one."""
+        with self._fd_lock:
+            if self._durable:
+                os.fdatasync(self._fd)  # the sealer reads it; waiters may still be syncing
+            os.close(self._fd)
         self._sealer.jobs.put(self._live)
         first = self._live.first_seq + self._live.count
         last = self._live.last_hash
         self._live = Pending(self.layout.journal(first), first, 0, last, last)
-        self._fd = _open_journal(self._live.path, self._durable)
-        self._size, self._opened = 0, time.monotonic()
+        self._open_live()
 
     # -- closing ------------------------------------------------------------------------------
 
     def close(self, *, seal: bool = True) -> None:
         """Write what is staged, seal the journal (unless `seal` is false: the next start
         continues it), wait for sealing to finish, and release the ledger. Blocking."""
-        with self._cond:
+        self._flush()
+        with self._lock:
             if self._closing:
                 return
             self._closing = True
-            self._cond.notify()
-        self._writer.join()
-        os.close(self._fd)
+        self._timer.stop()
+        self._syncer.stop()
+        with self._fd_lock:
+            os.close(self._fd)
         if self._failed is None and seal:
             self._sealer.jobs.put(self._live)
-        self._sealer.jobs.put(None)
-        self._sealer.join()
+        self._sealer.stop()
         os.close(self._lock_fd)
 
     async def aclose(self) -> None:
+        self._flush()
         await asyncio.to_thread(self.close)
 
     @property
     def seal_error(self) -> BaseException | None:
         """Why sealing stopped, if it did (the journal then keeps growing until restart)."""
         return self._sealer.failed
-
-
-def _notify(waiters: list[Waiter], error: BaseException | None) -> None:
-    # One wake-up per event loop per batch, not one per waiter.
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-    for loop, target in waiters:
-        if loop is None:
-            target(error)
-        else:
-            by_loop.setdefault(loop, []).append(target)
-    for loop, futures in by_loop.items():
-        # A closed loop has nobody waiting any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, futures, error)
-
-
-def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
