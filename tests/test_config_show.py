@@ -153,3 +153,12 @@ def test_a_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
 def test_bad_env_var_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="environment variable SCALPLE_DURABILITY"):
         show(SCALPLE_DURABILITY="maybe")
+
+
+def test_a_mistyped_env_var_is_pointed_out() -> None:
+    code, out = show(SCALPLE_LISTN="0.0.0.0:1", SCALPLE_WHATEVER="x")
+    assert code == 0
+    assert "warning: SCALPLE_LISTN is not a setting; did you mean SCALPLE_LISTEN?" in out
+    assert "warning: SCALPLE_WHATEVER is not a setting" in out
+    data = show_json(SCALPLE_LISTN="0.0.0.0:1")
+    assert "SCALPLE_LISTN is not a setting; did you mean SCALPLE_LISTEN?" in data["unknown_env"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,20 @@ def _shown(setting: cfg.Setting, value: Any, settings: cfg.Config) -> str:
     return _redact(str(value))
 
 
+# SCALPLE_* variables that are not settings but are still meaningful.
+OTHER_ENV = frozenset({"SCALPLE_CONFIG", "SCALPLE_PG_BINDIR"})
+
+
+def unknown_env(environ: dict[str, str]) -> list[str]:
+    """SCALPLE_* variables no setting reads, each with the nearest real name when there is one."""
+    known = {s.env for s in cfg.REGISTRY} | OTHER_ENV
+    out = []
+    for name in sorted(n for n in environ if n.startswith("SCALPLE_") and n not in known):
+        near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        out.append(f"{name} is not a setting" + (f"; did you mean {near[0]}?" if near else ""))
+    return out
+
+
 def _origin(origin: str) -> str:
     kind, _, rest = origin.partition(":")
     return f"{kind} {rest}" if rest else kind
@@ -76,6 +92,7 @@ def show(
                 {
                     "file": str(settings.path) if settings.path else None,
                     "default_file": str(cfg.default_config_path()),
+                    "unknown_env": unknown_env(dict(os.environ)),
                     "settings": [
                         {
                             "name": s.name,
@@ -108,6 +125,8 @@ def show(
             style=style,
         )
     console.print(table)
+    for warning in unknown_env(dict(os.environ)):
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
 def register(app: typer.Typer) -> None:
