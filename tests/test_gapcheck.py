@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from scalple.cli.main import app
 from scalple.sandbox import Sandbox
+from tests.proxyproc import ProxyProc
 
 PEOPLE = ("alice", "bob", "analyst")
 MONITOR = "monitor_user"
@@ -251,3 +253,40 @@ def test_pgaudit_switched_off_for_one_role_is_a_gap(per_user_clusters: dict[str,
     assert off and off[0]["evidence"] == [
         "ALTER ROLE analyst IN DATABASE * SET pgaudit.log = 'none'"
     ]
+
+
+@pytest.fixture(scope="module")
+def behind_scalple(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox, ProxyProc]]:
+    """PostgreSQL (pgAudit) behind PgBouncer behind a real `scalple serve`."""
+    sb = Sandbox()
+    proxy: ProxyProc | None = None
+    try:
+        sb.start_postgres()
+        sb.start_pgbouncer()
+        ledger: Path = tmp_path_factory.mktemp("gapcheck-proxy") / "ledger"
+        proxy = ProxyProc(sb.bouncer_port, ledger).start()
+        yield sb, proxy
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        sb.cleanup()
+
+
+def test_shared_role_behind_scalple_is_no_gap(behind_scalple: tuple[Sandbox, ProxyProc]) -> None:
+    sb, proxy = behind_scalple
+    clients = []
+    try:
+        for person, app_name in (("alice", "web"), ("bob", "worker"), ("carol", "cron")):
+            con = psycopg.connect(proxy.dsn(application_name=app_name))
+            con.execute(f"SET scalple.user = '{person}@corp.example'")  # answered by Scalple
+            con.execute("SELECT 1")  # the open transaction holds a server connection
+            clients.append(con)
+        code, report = gap_check(sb.dsn(MONITOR), "--proxy-addr", "127.0.0.1/32")
+    finally:
+        for con in clients:
+            con.close()
+    assert code == 0 and report["verdict"] == "no_gap", report
+    through = [f for f in findings(report, "shared_roles") if "through Scalple" in f["title"]]
+    assert through and through[0]["evidence"][0].startswith("app_user: 3 of 3 client sessions")
+    assert severities(report, "set_attribution") == ["ok"]  # Scalple's own neutral SET is not one
+    assert severities(report, "bypass") == ["ok"]

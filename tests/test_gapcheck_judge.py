@@ -59,6 +59,9 @@ def test_attribution_settings_found_in_set_and_set_config_not_extension_ones() -
     assert attribution_settings("SET pgaudit.log = 'none'") == []
     assert attribution_settings("SET search_path = public") == []
     assert attribution_settings("SELECT 'SET' AS x") == []
+    assert attribution_settings("SET app.user_id TO DEFAULT") == []
+    assert attribution_settings("SET LOCAL scalple.noop TO DEFAULT") == []  # Scalple's own
+    assert attribution_settings("SET scalple.user = 'alice'") == ["scalple.user"]  # leaked past it
 
 
 def test_shared_roles_need_several_sessions_or_sources() -> None:

@@ -56,8 +56,12 @@ EXTENSION_PREFIXES = frozenset(
     }
 )
 _SET_RE = re.compile(
-    r"\bset\s+(?:session\s+|local\s+)?([a-z_][\w$]*\.[a-z_][\w$.]*)\s*(?:=|\bto\b)", re.I
+    r"\bset\s+(?:session\s+|local\s+)?([a-z_][\w$]*\.[a-z_][\w$.]*)\s*(?:=|\bto\b)"
+    r"(?!\s*default\b)",
+    re.I,
 )
+# Scalple's own stand-in for an identity SET it answered itself: it carries nothing.
+OWN_SETTINGS = frozenset({"scalple.noop"})
 _SET_CONFIG_RE = re.compile(r"set_config\s*\(\s*'([a-z_][\w$]*\.[\w$.]+)'", re.I)
 _CURRENT_SETTING_RE = re.compile(r"current_setting\s*\(\s*'([a-z_][\w$]*\.[\w$.]+)'", re.I)
 
@@ -474,7 +478,7 @@ def attribution_settings(text: str) -> list[str]:
     """Custom dotted settings a statement sets (SET x.y / set_config('x.y', ...))."""
     names = [m.group(1) for m in _SET_RE.finditer(text)]
     names += [m.group(1) for m in _SET_CONFIG_RE.finditer(text)]
-    return [n for n in names if _is_custom(n)]
+    return [n for n in names if _is_custom(n) and n.lower() not in OWN_SETTINGS]
 
 
 def _is_custom(name: str) -> bool:
