@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from scalple.cli.main import app
 from scalple.errors import LedgerError, TamperDetected
 from scalple.ledger import open_sink
-from scalple.ledger.checkpoint import read_checkpoint
-from scalple.ledger.keys import SigningKey, load_public_key
+from scalple.ledger.checkpoint import digest, file_sha256, read_checkpoint
+from scalple.ledger.keys import SigningKey, load_public_key, load_signing_key
 from scalple.ledger.layout import Layout
 from scalple.ledger.query import events_view, quote
 from scalple.ledger.synthetic import statement
@@ -331,3 +331,24 @@ def test_any_single_byte_change_in_a_sealed_ledger_is_caught(
         except LedgerError:
             return  # unusable is also caught
         assert not report.intact, f"{name} byte {offset} ^ {flip} not caught"
+
+
+def test_resigned_value_change_is_caught_by_deep(ledger: Path) -> None:
+    # Someone holding the signing key edits a value, keeps the stored hashes and re-signs:
+    # the links and signatures hold, only recomputing each event hash finds it.
+    path = segment(ledger, 1)
+    rewrite(path, "UPDATE t SET actor = 'mallory@example.com' WHERE seq = 15")
+    cp_path = path.with_suffix(".checkpoint")
+    cp, _ = read_checkpoint(cp_path)
+    key = load_signing_key(ledger / "keys")
+    forged = msgspec.structs.replace(cp, segment_sha256=file_sha256(path)).signed(key)
+    os.chmod(cp_path, 0o644)
+    cp_path.write_bytes(forged.encode())
+    nxt = Layout(ledger / "ledger").segments()[2].checkpoint
+    cp3, _ = read_checkpoint(nxt)
+    os.chmod(nxt, 0o644)
+    nxt.write_bytes(
+        msgspec.structs.replace(cp3, prev_checkpoint=digest(forged.encode())).signed(key).encode()
+    )
+    assert verify(ledger)[0] == 0
+    assert_caught(ledger, "00000000000000000020.parquet", 15, "hash does not match", "--deep")

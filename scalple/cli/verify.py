@@ -83,6 +83,12 @@ def verify(
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="A checkpoint saved earlier: prove the ledger still extends it."
     ),
+    deep: bool = typer.Option(
+        False,
+        "--deep",
+        help="Also recompute every sealed event's hash from its columns (slower; each segment "
+        "was checked this way before it was signed).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print only the result, as JSON."),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="TOML config file \\[env SCALPLE_CONFIG]."
@@ -97,7 +103,7 @@ def verify(
         root = settings.ledger_dir
         key, saved = _trusted_key(public_key, settings), _saved(checkpoint)
         with _progress(not json_out and sys.stderr.isatty(), total_events(root)) as advance:
-            report = verify_ledger(root, key, saved=saved, progress=advance)
+            report = verify_ledger(root, key, saved=saved, progress=advance, deep=deep)
     except ScalpleError as exc:
         if json_out:
             typer.echo(json.dumps({"result": "unusable", "error": str(exc)}, indent=2))

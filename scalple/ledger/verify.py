@@ -19,7 +19,7 @@ from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256, read_chec
 from scalple.ledger.journal import scan
 from scalple.ledger.keys import key_id, read_rotation
 from scalple.ledger.layout import Layout, SegmentFiles
-from scalple.ledger.segment import check_rows
+from scalple.ledger.segment import check_links, check_rows
 from scalple.ledger.trust import KeyChain, key_chain
 
 Progress = Callable[[int], None]
@@ -47,6 +47,7 @@ class Report:
     last_seq: int = 0
     last_hash: str = GENESIS
     checkpoint_extended: str | None = None
+    deep: bool = False
     first_bad: Finding | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -69,6 +70,7 @@ class _Walk:
     report: Report
     progress: Progress
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    deep: bool = False
     prev_digest: str = ""
     key_rank: int = -(2**62)  # checkpoints may start with any key of the chain
 
@@ -118,8 +120,11 @@ def _check_segment(walk: _Walk, con: duckdb.DuckDBPyConnection, seg: SegmentFile
         raise walk.fail(seg.checkpoint, seg.first_seq, "checkpoint file is not in canonical form")
     _check_checkpoint(walk, seg, cp)
     digest_ok = file_sha256(seg.parquet) == cp.segment_sha256
+    # A segment whose bytes are the ones signed was proven event by event when it was sealed;
+    # recomputing each event hash again is for --deep, or to find what changed when they differ.
+    check = check_rows if walk.deep or not digest_ok else check_links
     try:
-        rows = check_rows(con, seg.parquet, cp.first_seq, cp.first_prev_hash)
+        rows = check(con, seg.parquet, cp.first_seq, cp.first_prev_hash)
     except duckdb.Error:
         raise walk.fail(seg.parquet, None, "segment is not readable Parquet") from None
     if rows.problem is not None:
@@ -218,15 +223,18 @@ def verify_ledger(
     *,
     saved: tuple[Checkpoint, str] | None = None,
     progress: Progress | None = None,
+    deep: bool = False,
 ) -> Report:
     """Check the whole ledger at `root` against `trusted_key` (raw hex). Raises LedgerError when
-    the input is unusable; a tampered ledger gives a Report with `first_bad` set."""
+    the input is unusable; a tampered ledger gives a Report with `first_bad` set. `deep` also
+    recomputes every sealed event's hash from its columns (sealing did so before signing)."""
     layout = Layout(root)
     if not (layout.journal_dir.is_dir() or layout.segment_dir.is_dir()):
         raise LedgerError(f"{root} is not a ledger (no journal/ or segments/ in it)")
-    report = Report(ledger=str(root))
+    report = Report(ledger=str(root), deep=deep)
     rotations = [(p.name, read_rotation(p)) for p in layout.rotations()]
-    walk = _Walk(layout, key_chain(trusted_key, rotations), report, progress or (lambda n: None))
+    chain = key_chain(trusted_key, rotations)
+    walk = _Walk(layout, chain, report, progress or (lambda n: None), deep=deep)
     try:
         if walk.keys.problems:
             raise _Tampered(Finding("keys", None, walk.keys.problems[0]))
