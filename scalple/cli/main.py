@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "scalple.cli.demo",
     "scalple.cli.verify",
     "scalple.cli.keys",
+    "scalple.cli.dsar",
+    "scalple.cli.index",
 )
 
 

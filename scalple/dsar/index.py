@@ -1,0 +1,289 @@
+"""The derived subject index: subject key → the seqs of the records that name the subject.
+
+Under LEDGER/index/: `run-<first>-<last>.parquet` files of rows (sk, seq, partner), each sorted by
+sk so a lookup reads one row group per key (min/max statistics prune the rest), and
+`manifest.json` naming the segments indexed (with their checkpoint digests) and the statements
+still waiting for an outcome. `sk` is the first 60 bits of a subject hash (a lookup rechecks the
+full hash on the records it fetches); `partner` is the seq of the other record of the same
+statement (outcome for a statement, statement for an outcome), so one lookup finds both.
+Everything here is rebuilt from the sealed segments; deleting the directory loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import msgspec
+
+from scalple.errors import LedgerError
+from scalple.ledger.checkpoint import digest
+from scalple.ledger.layout import Layout, SegmentFiles
+from scalple.ledger.query import quote
+
+INDEX_DIR: Final = "index"
+MANIFEST: Final = "manifest.json"
+ROW_GROUP_ROWS: Final = 65_536
+MAX_RUNS: Final = 8
+SK_HEX: Final = 15  # 60 bits: a positive BIGINT
+
+Progress = Callable[[int], None]
+
+
+def sk_of(subject_hash: str) -> int:
+    """The index key of a subject hash."""
+    return int(subject_hash[:SK_HEX], 16)
+
+
+def _sk_sql(x: str) -> str:
+    return f"CAST(('0x' || substr({x}, 1, {SK_HEX})) AS BIGINT)"
+
+
+class Pending(msgspec.Struct, frozen=True):
+    """A statement indexed without its outcome yet: where it is and the subjects it named."""
+
+    event_id: str
+    seq: int
+    sks: list[int]
+
+
+class Manifest(msgspec.Struct, kw_only=True):
+    v: int = 1
+    segments: list[tuple[str, str]] = []  # (segment file name, checkpoint digest), in order
+    upto: int = 0  # last seq indexed; everything after is read directly
+    runs: list[str] = []
+    pending: list[Pending] = []
+
+
+@dataclass
+class IndexState:
+    """The index as usable now: which runs cover which seqs, or why it is not used."""
+
+    root: Path
+    manifest: Manifest
+    stale: str | None = None
+    runs: list[Path] = field(default_factory=list)
+
+    @property
+    def upto(self) -> int:
+        return 0 if self.stale else self.manifest.upto
+
+
+def index_dir(ledger: Path) -> Path:
+    return Path(ledger) / INDEX_DIR
+
+
+def sealed_segments(layout: Layout) -> list[SegmentFiles]:
+    """Segments with their checkpoint: the ones `events_view` reads."""
+    return [s for s in layout.segments() if s.checkpoint.exists()]
+
+
+def checkpoint_digest(seg: SegmentFiles) -> str:
+    return digest(seg.checkpoint.read_bytes())
+
+
+def read_manifest(ledger: Path) -> Manifest:
+    path = index_dir(ledger) / MANIFEST
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Manifest)
+    except FileNotFoundError:
+        return Manifest()
+    except (OSError, msgspec.DecodeError):
+        return Manifest()  # derived data: unreadable means rebuild, never an error
+
+
+def _write_manifest(ledger: Path, manifest: Manifest) -> None:
+    path = index_dir(ledger) / MANIFEST
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(msgspec.json.encode(manifest))
+    os.replace(tmp, path)
+
+
+def open_index(ledger: Path) -> IndexState:
+    """The index of `ledger` if its segments are still the ones it indexed (else `stale`)."""
+    root = index_dir(ledger)
+    manifest = read_manifest(ledger)
+    state = IndexState(root, manifest)
+    segments = sealed_segments(Layout(ledger))
+    if len(manifest.segments) > len(segments):
+        state.stale = "the ledger has fewer segments than the index (compacted or replaced?)"
+        return state
+    for (name, cp_digest), seg in zip(manifest.segments, segments, strict=False):
+        if seg.parquet.name != name or checkpoint_digest(seg) != cp_digest:
+            state.stale = f"segment {seg.parquet.name} differs from the one indexed"
+            return state
+    state.runs = [root / r for r in manifest.runs]
+    if missing := [r for r in state.runs if not r.exists()]:
+        state.stale = f"index file {missing[0].name} is missing"
+    return state
+
+
+def _connect(root: Path) -> duckdb.DuckDBPyConnection:
+    spill = root / "tmp"
+    spill.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(
+        config={
+            "threads": 2,
+            "memory_limit": "1GB",
+            "temp_directory": str(spill),
+            "preserve_insertion_order": False,
+        }
+    )
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+_CHUNK_SQL: Final = f"""
+CREATE OR REPLACE TEMP TABLE rec AS
+  SELECT seq, event_id, kind, status, subjects FROM read_parquet({{path}})
+  WHERE kind IN ('statement', 'outcome');
+CREATE OR REPLACE TEMP TABLE paired AS
+  SELECT a.seq, a.event_id, a.kind, a.status, a.subjects, coalesce(b.seq, c.seq) AS partner
+  FROM rec a
+  LEFT JOIN rec b ON b.event_id = a.event_id AND b.kind <> a.kind
+  LEFT JOIN pending c ON a.kind = 'outcome' AND c.event_id = a.event_id;
+COPY (
+  SELECT {_sk_sql("unnest(subjects)")} AS sk, seq, partner FROM paired WHERE len(subjects) > 0
+  UNION ALL
+  SELECT unnest(c.sks) AS sk, c.seq, p.seq AS partner
+  FROM pending c JOIN paired p ON p.kind = 'outcome' AND p.event_id = c.event_id
+) TO {{out}} (FORMAT parquet, COMPRESSION zstd);
+CREATE OR REPLACE TEMP TABLE pending AS
+  SELECT * FROM pending c
+  WHERE NOT EXISTS (SELECT 1 FROM paired p WHERE p.kind = 'outcome' AND p.event_id = c.event_id)
+  UNION ALL
+  SELECT event_id, seq, list_transform(subjects, lambda s: {_sk_sql("s")}) AS sks FROM paired
+  WHERE kind = 'statement' AND status = 'pending' AND partner IS NULL;
+"""
+
+
+def _run_name(first: int, last: int) -> str:
+    return f"run-{first:020d}-{last:020d}.parquet"
+
+
+def _sorted_copy(con: duckdb.DuckDBPyConnection, sources: Sequence[Path], out: Path) -> None:
+    files = ", ".join(quote(p) for p in sources)
+    tmp = out.with_name(out.name + ".tmp")
+    con.execute(
+        f"COPY (SELECT sk, seq, partner FROM read_parquet([{files}]) ORDER BY sk, seq) "
+        f"TO {quote(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+    )
+    os.replace(tmp, out)
+
+
+def _load_pending(con: duckdb.DuckDBPyConnection, pending: list[Pending]) -> None:
+    con.execute("CREATE OR REPLACE TEMP TABLE pending (event_id VARCHAR, seq BIGINT, sks BIGINT[])")
+    if pending:
+        con.executemany(
+            "INSERT INTO pending VALUES (?, ?, ?)", [(p.event_id, p.seq, p.sks) for p in pending]
+        )
+
+
+def _dump_pending(con: duckdb.DuckDBPyConnection) -> list[Pending]:
+    rows = con.execute("SELECT event_id, seq, sks FROM pending ORDER BY seq").fetchall()
+    return [Pending(e, s, list(k)) for e, s, k in rows]
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    segments: int
+    events: int
+    upto: int
+    runs: int
+
+
+def update_index(
+    ledger: Path, *, progress: Progress | None = None, rebuild: bool = False
+) -> UpdateResult:
+    """Index the sealed segments not yet indexed (all of them when `rebuild` or stale)."""
+    ledger = Path(ledger)
+    layout = Layout(ledger)
+    if not layout.segment_dir.is_dir() and not layout.journal_dir.is_dir():
+        raise LedgerError(f"{ledger} is not a ledger (no journal/ or segments/ in it)")
+    state = open_index(ledger)
+    if rebuild or state.stale:
+        shutil.rmtree(state.root, ignore_errors=True)
+        state = open_index(ledger)
+    state.root.mkdir(parents=True, exist_ok=True)
+    manifest = state.manifest
+    todo = sealed_segments(layout)[len(manifest.segments) :]
+    advance = progress or (lambda n: None)
+    con = _connect(state.root)
+    chunks: list[Path] = []
+    try:
+        _load_pending(con, manifest.pending)
+        for seg in todo:
+            out = state.root / "tmp" / f"chunk-{seg.first_seq:020d}.parquet"
+            con.execute(_CHUNK_SQL.format(path=quote(seg.parquet), out=quote(out)))
+            chunks.append(out)
+            manifest.segments.append((seg.parquet.name, checkpoint_digest(seg)))
+            advance(seg.last_seq - seg.first_seq + 1)
+        if todo:
+            name = _run_name(todo[0].first_seq, todo[-1].last_seq)
+            _sorted_copy(con, chunks, state.root / name)
+            manifest.runs.append(name)
+            manifest.upto = todo[-1].last_seq
+            manifest.pending = _dump_pending(con)
+        if len(manifest.runs) > MAX_RUNS or (rebuild and len(manifest.runs) > 1):
+            manifest.runs = [_merge_runs(con, state.root, manifest.runs)]
+    finally:
+        con.close()
+        for chunk in chunks:
+            chunk.unlink(missing_ok=True)
+    _write_manifest(ledger, manifest)
+    events = sum(s.last_seq - s.first_seq + 1 for s in todo)
+    return UpdateResult(len(todo), events, manifest.upto, len(manifest.runs))
+
+
+def _merge_runs(con: duckdb.DuckDBPyConnection, root: Path, runs: list[str]) -> str:
+    first = runs[0].split("-")[1]
+    last = runs[-1].split("-")[2].split(".")[0]
+    name = _run_name(int(first), int(last))
+    out = root / name
+    _sorted_copy(con, [root / r for r in runs], out.with_name("merged-" + name))
+    for r in runs:
+        (root / r).unlink(missing_ok=True)
+    os.replace(out.with_name("merged-" + name), out)
+    return name
+
+
+def lookup(
+    con: duckdb.DuckDBPyConnection, state: IndexState, sks: Sequence[int]
+) -> list[tuple[int, int | None]]:
+    """(seq, partner) of every indexed record naming one of `sks`."""
+    if state.stale or not state.runs or not sks:
+        return []
+    files = ", ".join(quote(p) for p in state.runs)
+    keys = ", ".join(str(int(k)) for k in sks)
+    rows = con.execute(
+        f"SELECT seq, partner FROM read_parquet([{files}]) WHERE sk IN ({keys})"
+    ).fetchall()
+    return [(int(s), None if p is None else int(p)) for s, p in rows]
+
+
+def pending_seq(state: IndexState) -> dict[str, int]:
+    """Statements indexed without an outcome, by event id."""
+    return {} if state.stale else {p.event_id: p.seq for p in state.manifest.pending}
+
+
+def describe(state: IndexState) -> dict[str, Any]:
+    return {
+        "indexed_upto": state.upto,
+        "segments": 0 if state.stale else len(state.manifest.segments),
+        "runs": [p.name for p in state.runs],
+        "stale": state.stale,
+    }
+
+
+def drop_index(ledger: Path) -> None:
+    shutil.rmtree(index_dir(ledger), ignore_errors=True)
+
+
+def manifest_json(ledger: Path) -> str:
+    return json.dumps(describe(open_index(ledger)))

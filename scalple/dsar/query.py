@@ -1,0 +1,365 @@
+"""The two questions: every access to one person's data, and everything one actor did.
+
+Sealed data up to the index's end is reached through the subject index; everything after it
+(unindexed segments and the live journal) is read directly through the ledger's `events` view.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+
+from scalple.dsar.index import IndexState, lookup, open_index, pending_seq, sealed_segments, sk_of
+from scalple.dsar.proof import Coverage, Verification, coverage
+from scalple.dsar.subjects import SubjectKey
+from scalple.ledger.columns import SELECT_COLUMNS
+from scalple.ledger.layout import Layout
+from scalple.ledger.query import events_view, quote
+
+Record = dict[str, Any]
+BULK_ROWS: Final = 100
+
+
+@dataclass
+class Access:
+    """One statement that touched the subject, statement and outcome records merged."""
+
+    event_id: str
+    seq: int
+    ts: int
+    actor: str | None
+    actor_email: str | None
+    identity_source: str
+    client_addr: str | None
+    client_port: int | None
+    application_name: str | None
+    db_role: str | None
+    database: str | None
+    audit_class: str | None
+    tables: list[str]
+    columns: list[str]
+    rows: int | None
+    status: str
+    sqlstate: str | None
+    statement: str | None
+    seen_in: list[str]  # "statement" (literal or parameter), "result" (rows or COPY)
+    matched: list[str]  # which of the asked identifiers
+    records: list[Record] = field(default_factory=list)  # the raw ledger records (for proofs)
+    segment: str | None = None  # segment of the statement record; None while in the journal
+
+
+@dataclass
+class SubjectAnswer:
+    subjects: list[SubjectKey]
+    accesses: list[Access]
+    coverage: Coverage
+    verification: Verification
+    since: int | None
+    until: int | None
+    index: str
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"threads": 2})
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def _rows(cur: duckdb.DuckDBPyConnection) -> list[Record]:
+    names = [d[0] for d in cur.description or ()]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _in_list(values: Iterable[Any]) -> str:
+    return ", ".join(quote(v) if isinstance(v, str) else str(int(v)) for v in values)  # type: ignore[arg-type]
+
+
+def _fetch_sealed(con: duckdb.DuckDBPyConnection, ledger: Path, seqs: set[int]) -> list[Record]:
+    """Records at `seqs` from the segments holding them (row groups pruned by seq)."""
+    if not seqs:
+        return []
+    segments = sealed_segments(Layout(ledger))
+    firsts = [s.first_seq for s in segments]
+    files = set()
+    for seq in seqs:
+        i = bisect.bisect_right(firsts, seq) - 1
+        if i >= 0 and segments[i].last_seq >= seq:
+            files.add(segments[i].parquet)
+    if not files:
+        return []
+    paths = ", ".join(quote(p) for p in sorted(files))
+    return _rows(
+        con.execute(
+            f"SELECT {SELECT_COLUMNS} FROM read_parquet([{paths}]) "
+            f"WHERE seq IN ({_in_list(sorted(seqs))})"
+        )
+    )
+
+
+def _scan_unindexed(
+    con: duckdb.DuckDBPyConnection, upto: int, hashes: Sequence[str], event_ids: set[str]
+) -> list[Record]:
+    cond = [f"list_has_any(subjects, [{_in_list(hashes)}]::VARCHAR[])"]
+    if event_ids:
+        cond.append(f"event_id IN ({_in_list(sorted(event_ids))})")
+    return _rows(con.execute(f"SELECT * FROM events WHERE seq > {upto} AND ({' OR '.join(cond)})"))
+
+
+def _merge(records: Iterable[Record], keys: Sequence[SubjectKey]) -> list[Access]:
+    by_id: dict[str, list[Record]] = {}
+    for r in records:
+        if r["kind"] in ("statement", "outcome"):
+            group = by_id.setdefault(r["event_id"], [])
+            if all(g["seq"] != r["seq"] for g in group):
+                group.append(r)
+    out = []
+    for event_id, group in by_id.items():
+        group.sort(key=lambda r: r["seq"])
+        access = _access(event_id, group, keys)
+        if access is not None:
+            out.append(access)
+    return out
+
+
+def _access(event_id: str, group: list[Record], keys: Sequence[SubjectKey]) -> Access | None:
+    st = next((r for r in group if r["kind"] == "statement"), None)
+    oc = next((r for r in group if r["kind"] == "outcome"), None)
+    seen_in, matched = [], []
+    for key in keys:
+        hit = False
+        for r, where in ((st, "statement"), (oc, "result")):
+            if r is not None and key.hash in (r["subjects"] or ()):
+                hit = True
+                if where not in seen_in:
+                    seen_in.append(where)
+        if hit:
+            matched.append(key.label)
+    if not matched:
+        return None  # a 60-bit index key collision, or a partner fetched for another hit
+    base = st or oc
+    assert base is not None
+    status = (
+        oc["status"] if oc else ("incomplete" if base["status"] == "pending" else base["status"])
+    )
+    return Access(
+        event_id=event_id,
+        seq=base["seq"],
+        ts=base["ts_start"],
+        actor=base["actor"],
+        actor_email=base["actor_email"],
+        identity_source=base["identity_source"],
+        client_addr=base["client_addr"],
+        client_port=base["client_port"],
+        application_name=base["application_name"],
+        db_role=base["db_role"],
+        database=base["database"],
+        audit_class=base["audit_class"],
+        tables=list(base["tables"] or ()),
+        columns=list(base["columns"] or ()),
+        rows=oc["rows"] if oc else None,
+        status=status,
+        sqlstate=oc["sqlstate"] if oc else None,
+        statement=base["statement"],
+        seen_in=seen_in,
+        matched=matched,
+        records=group,
+        segment=base.get("segment"),
+    )
+
+
+def _window(accesses: list[Access], since: int | None, until: int | None) -> list[Access]:
+    kept = [
+        a for a in accesses if (since is None or a.ts >= since) and (until is None or a.ts < until)
+    ]
+    return sorted(kept, key=lambda a: (a.ts, a.seq), reverse=True)
+
+
+def _partners_missing(records: Iterable[Record]) -> set[str]:
+    kinds: dict[str, set[str]] = {}
+    for r in records:
+        kinds.setdefault(r["event_id"], set()).add(r["kind"])
+    return {e for e, k in kinds.items() if k != {"statement", "outcome"}}
+
+
+def find_subject_records(
+    con: duckdb.DuckDBPyConnection, ledger: Path, state: IndexState, keys: Sequence[SubjectKey]
+) -> list[Record]:
+    """Every record naming one of `keys`, with the other record of each such statement."""
+    hashes = sorted({k.hash for k in keys})
+    hits = lookup(con, state, sorted({sk_of(h) for h in hashes}))
+    seqs = {s for s, _ in hits} | {p for _, p in hits if p is not None}
+    records = _fetch_sealed(con, ledger, seqs)
+    records += _scan_unindexed(con, state.upto, hashes, set())
+    missing = _partners_missing(records)
+    if missing:
+        # Partners past the index, or statements indexed while their outcome was pending.
+        records += _by_event_id(con, f"seq > {state.upto}", missing)
+        parked = pending_seq(state)
+        records += _fetch_sealed(con, ledger, {parked[e] for e in missing if e in parked})
+    if missing := _partners_missing(records):
+        records += _by_event_id(con, "true", missing)  # not where expected: look everywhere
+    return _with_segments(ledger, records)
+
+
+def _by_event_id(con: duckdb.DuckDBPyConnection, where: str, event_ids: set[str]) -> list[Record]:
+    return _rows(
+        con.execute(
+            f"SELECT * FROM events WHERE {where} AND event_id IN ({_in_list(sorted(event_ids))})"
+        )
+    )
+
+
+def _with_segments(ledger: Path, records: list[Record]) -> list[Record]:
+    """Name the sealed segment of each record (None while it is in the journal)."""
+    segments = sealed_segments(Layout(ledger))
+    firsts = [s.first_seq for s in segments]
+    for r in records:
+        i = bisect.bisect_right(firsts, r["seq"]) - 1
+        inside = i >= 0 and segments[i].last_seq >= r["seq"]
+        r["segment"] = segments[i].parquet.name if inside else None
+    return records
+
+
+def subject_answer(
+    ledger: Path,
+    keys: Sequence[SubjectKey],
+    verification: Verification,
+    *,
+    since: int | None = None,
+    until: int | None = None,
+) -> SubjectAnswer:
+    state = open_index(ledger)
+    con = connect()
+    try:
+        events_view(con, ledger)
+        records = find_subject_records(con, ledger, state, keys)
+        cover = coverage(con, ledger, state.upto)
+    finally:
+        con.close()
+    note = f"stale ({state.stale}); read directly" if state.stale else f"up to seq {state.upto}"
+    return SubjectAnswer(
+        subjects=list(keys),
+        accesses=_window(_merge(records, keys), since, until),
+        coverage=cover,
+        verification=verification,
+        since=since,
+        until=until,
+        index=note,
+    )
+
+
+# -- actor ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ActorAnswer:
+    actor: str
+    statements: list[Record]
+    days: list[Record]
+    tables: list[Record]
+    bulk_reads: list[Record]
+    errors: list[Record]
+    total: int
+    coverage: Coverage
+    verification: Verification
+    since: int | None
+    until: int | None
+    limit: int
+
+
+_ACTOR_SQL: Final = """
+CREATE OR REPLACE TEMP TABLE acts AS
+WITH st AS (
+  SELECT seq, event_id, ts_start, identity_source, client_addr, application_name, audit_class,
+         tables, statement, status, subjects
+  FROM events WHERE kind = 'statement' AND (actor = $actor OR actor_email = $actor) {window}
+), oc AS (
+  SELECT event_id, rows, status, sqlstate, subjects
+  FROM events WHERE kind = 'outcome' AND event_id IN (SELECT event_id FROM st)
+)
+SELECT st.seq, st.event_id, st.ts_start, st.identity_source, st.client_addr,
+       st.application_name, st.audit_class, st.tables, st.statement,
+       coalesce(oc.status, CASE WHEN st.status = 'pending' THEN 'incomplete' ELSE st.status END)
+         AS status,
+       oc.sqlstate, oc.rows,
+       list_distinct(list_concat(st.subjects, coalesce(oc.subjects, []))) AS subjects
+FROM st LEFT JOIN oc USING (event_id)
+"""
+
+
+def actor_answer(
+    ledger: Path,
+    actor: str,
+    verification: Verification,
+    *,
+    since: int | None = None,
+    until: int | None = None,
+    limit: int = 100,
+    bulk_rows: int = BULK_ROWS,
+) -> ActorAnswer:
+    window = "".join(
+        [
+            f" AND ts_start >= {int(since)}" if since is not None else "",
+            f" AND ts_start < {int(until)}" if until is not None else "",
+        ]
+    )
+    con = connect()
+    try:
+        events_view(con, ledger)
+        con.execute(_ACTOR_SQL.format(window=window), {"actor": actor})
+        total = con.execute("SELECT count(*) FROM acts").fetchone()[0]  # type: ignore[index]
+        day = "strftime(make_timestamp(ts_start), '%Y-%m-%d')"
+        answer = ActorAnswer(
+            actor=actor,
+            statements=_rows(
+                con.execute(
+                    "SELECT seq, event_id, ts_start, identity_source, client_addr, audit_class, "
+                    "tables, rows, status, sqlstate, len(subjects) AS subjects, statement "
+                    f"FROM acts ORDER BY ts_start DESC, seq DESC LIMIT {int(limit)}"
+                )
+            ),
+            days=_rows(
+                con.execute(
+                    f"SELECT {day} AS day, count(*) AS statements, "
+                    "len(list_distinct(flatten(list(subjects)))) AS distinct_subjects, "
+                    "sum(coalesce(rows, 0)) AS rows, "
+                    "count(*) FILTER (WHERE status = 'error') AS errors "
+                    "FROM acts GROUP BY day ORDER BY day DESC"
+                )
+            ),
+            tables=_rows(
+                con.execute(
+                    "SELECT t AS table_name, count(*) AS statements, "
+                    "sum(coalesce(rows, 0)) AS rows FROM (SELECT unnest(tables) AS t, rows "
+                    "FROM acts) GROUP BY t ORDER BY statements DESC, t"
+                )
+            ),
+            bulk_reads=_rows(
+                con.execute(
+                    "SELECT seq, event_id, ts_start, rows, len(subjects) AS subjects, tables, "
+                    f"statement FROM acts WHERE audit_class = 'READ' AND rows >= {int(bulk_rows)} "
+                    f"ORDER BY ts_start DESC LIMIT {int(limit)}"
+                )
+            ),
+            errors=_rows(
+                con.execute(
+                    "SELECT seq, event_id, ts_start, status, sqlstate, statement FROM acts "
+                    "WHERE status NOT IN ('ok', 'pending') "
+                    f"ORDER BY ts_start DESC LIMIT {int(limit)}"
+                )
+            ),
+            total=int(total),
+            coverage=coverage(con, ledger, 0),
+            verification=verification,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+    finally:
+        con.close()
+    return answer
