@@ -38,13 +38,17 @@ class Names:
         self.search_path = search_path or ("public",)
 
     def table(self, node: exp.Table) -> str:
-        name = ident(node.this)
-        if node.args.get("db"):
-            return f"{ident(node.args['db'])}.{name}"
+        db = node.args.get("db")
+        return self.qualify(ident(db) if db else None, ident(node.this))
+
+    def qualify(self, schema: str | None, name: str) -> str:
+        """'schema.name' for a relation name already folded as PostgreSQL folds it."""
+        if schema:
+            return f"{schema}.{name}"
         if self.catalog is not None:
-            for schema in ("pg_catalog", *self.search_path):
-                if self.catalog.relation(f"{schema}.{name}") is not None:
-                    return f"{schema}.{name}"
+            for candidate in ("pg_catalog", *self.search_path):
+                if self.catalog.relation(f"{candidate}.{name}") is not None:
+                    return f"{candidate}.{name}"
         return f"{self.search_path[0]}.{name}"
 
     def columns(self, table: str) -> tuple[str, ...] | None:
@@ -70,7 +74,9 @@ class _Binder:
         self.names = names
         self.known = known
         self.out = Binding()
-        self.ctes: set[str] = set()
+        self.ctes: dict[str, exp.CTE] = {}
+        # id(sources) -> output names of its CTEs and derived tables; None: not known (a star)
+        self.derived: dict[int, frozenset[str] | None] = {}
 
     def add_table(self, qualified: str) -> None:
         self.out.tables[qualified] = None
@@ -87,6 +93,13 @@ class _Binder:
         qualified = self.names.table(table)
         self.add_table(qualified)
         return qualified
+
+    def using(self, name: str, sources: Sources) -> None:
+        """JOIN ... USING (name): the column of every joined table that has it."""
+        for table in dict.fromkeys(t for t in sources.values() if t is not None):
+            cols = self.names.columns(table)
+            if cols is None or name in cols:
+                self.out.columns[f"{table}.{name}"] = None
 
     def star(self, sources: Sources, only: str | None = None) -> None:
         for alias, table in sources.items():
@@ -114,60 +127,110 @@ class _Binder:
     ) -> tuple[str, ...]:
         name = ident(col.this)
         qualifier = ident(col.args.get("table")) if col.args.get("table") else ""
+        fallback: tuple[str, ...] = ()
         for sources in scopes:
             if qualifier:
                 if qualifier in sources:
                     table = sources[qualifier]
                     return (f"{table}.{name}",) if table else ()
                 continue
+            derived = self.derived.get(id(sources), frozenset())
             found = self._unqualified(name, sources)
-            if found is not None:
+            if found:
                 return found
-            if name in aliases:
-                return ()
-        return ()
+            if derived is None or name in derived or name in aliases:
+                return ()  # a CTE's or derived table's column, or an output alias
+            fallback = fallback or self._guess(name, sources)
+            aliases = frozenset()  # the select list's aliases mean nothing in outer scopes
+        return fallback
+
+    def _guess(self, name: str, sources: Sources) -> tuple[str, ...]:
+        """When the catalog knows no such column anywhere: its only table, rather than hide it."""
+        tables = list(dict.fromkeys(t for t in sources.values() if t is not None))
+        return (f"{tables[0]}.{name}",) if len(tables) == 1 else ()
 
     def _unqualified(self, name: str, sources: Sources) -> tuple[str, ...] | None:
         tables = list(dict.fromkeys(t for t in sources.values() if t is not None))
         if not tables:
             return None
-        if len(tables) == 1:
-            return (f"{tables[0]}.{name}",)
         listed = [t for t in tables if self.names.columns(t) is not None]
         have = [t for t in listed if name in (self.names.columns(t) or ())]
         if have or len(listed) == len(tables):
             return tuple(f"{t}.{name}" for t in have) or None
+        if len(tables) == 1:
+            return (f"{tables[0]}.{name}",)
         policy = [t for t in tables if self.known(f"{t}.{name}")]
         return tuple(f"{t}.{name}" for t in (policy or tables))
 
+    def output_names(self, src: Scope | exp.Expression) -> frozenset[str] | None:
+        """The column names a CTE, derived table or table function yields; None if unknown."""
+        node: exp.Expression | None
+        if isinstance(src, Scope):
+            node = src.expression if isinstance(src.expression, exp.Expression) else None
+        elif isinstance(src, exp.Table) and src.name and ident(src.this) in self.ctes:
+            inner = self.ctes[ident(src.this)].this
+            node = inner if isinstance(inner, exp.Expression) else None
+        else:
+            node = src if isinstance(src, exp.Table | exp.Query | exp.Values) else None
+        holder = (
+            node.parent
+            if node is not None and isinstance(node.parent, exp.Subquery | exp.CTE)
+            else node
+        )
+        alias = holder.args.get("alias") if holder is not None else None
+        if isinstance(alias, exp.TableAlias) and alias.columns:
+            return frozenset(ident(c) for c in alias.columns)
+        if isinstance(node, exp.Query):
+            names = node.named_selects
+            return None if "*" in names or not names else frozenset(n.lower() for n in names)
+        return None
+
 
 def _owner(node: exp.Expression) -> exp.Expression | None:
+    """The query or statement a node belongs to (MERGE's WHEN actions belong to the MERGE)."""
     parent = node.parent
-    while parent is not None and not isinstance(parent, _QUERY + _DML):
+    while parent is not None and (
+        not isinstance(parent, _QUERY + _DML + (exp.Merge,)) or isinstance(parent.parent, exp.When)
+    ):
         parent = parent.parent
     return parent
 
 
+def _key(alias: str, src: object) -> str:
+    """A source's name as a column qualifier would spell it (quoted aliases keep their case)."""
+    if isinstance(src, exp.Table):
+        node = src.args.get("alias")
+        return ident(node.this if node is not None and node.this else src.this)
+    return alias.lower()
+
+
+def _is_source(b: _Binder, src: object) -> bool:
+    return isinstance(src, exp.Table) and bool(src.name) and ident(src.this) not in b.ctes
+
+
 def _bind_scope(b: _Binder, scope: Scope, outer: list[Sources]) -> Sources:
     sources: Sources = {}
+    derived: set[str] | None = set()
     for alias, src in scope.sources.items():
-        sources[alias.lower()] = b.source(src) if isinstance(src, exp.Table) else None
+        key = _key(alias, src)
+        sources[key] = b.source(src) if isinstance(src, exp.Table) else None
+        if sources[key] is None:
+            names = b.output_names(src)
+            derived = None if names is None or derived is None else derived | names
+    b.derived[id(sources)] = frozenset(derived) if derived is not None else None
     chain = [sources]
     parent = scope.parent
-    while parent is not None:
-        chain.append(
-            {
-                a.lower(): (
-                    b.names.table(s)
-                    if isinstance(s, exp.Table) and ident(s.this) not in b.ctes
-                    else None
-                )
-                for a, s in parent.sources.items()
-            }
-        )
+    while parent is not None and not scope.is_cte:
+        up: Sources = {
+            _key(a, s): (b.names.table(s) if _is_source(b, s) else None)
+            for a, s in parent.sources.items()
+            if isinstance(s, exp.Table)
+        }
+        chain.append(up)
         parent = parent.parent
     select = scope.expression
     aliases: set[str] = set()
+    columns = list(scope.columns)
     if isinstance(select, exp.Select):
         aliases = {p.alias.lower() for p in select.expressions if isinstance(p, exp.Alias)}
         for proj in select.expressions:
@@ -175,7 +238,13 @@ def _bind_scope(b: _Binder, scope: Scope, outer: list[Sources]) -> Sources:
                 b.star(sources)
             elif isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star):
                 b.star(sources, ident(proj.args.get("table")))
-    for col in scope.columns:
+        having = select.args.get("having")
+        seen = {id(c) for c in columns}
+        columns += [c for c in having.find_all(exp.Column) if id(c) not in seen] if having else []
+        for join in select.args.get("joins") or ():
+            for name in join.args.get("using") or ():
+                b.using(ident(name), sources)
+    for col in columns:
         # sqlglot also lists a subquery's unqualified columns in the enclosing scope, in case
         # they are correlated; each column is bound once, by the scope that owns it.
         if _owner(col) is select:
@@ -216,6 +285,33 @@ def _bind_dml(b: _Binder, node: exp.Expression) -> Sources:
     return sources
 
 
+def _bind_merge(b: _Binder, node: exp.Merge) -> None:
+    target = node.this
+    if not isinstance(target, exp.Table):
+        return
+    table = b.source(target)
+    own: Sources = {_key("", target): table, ident(target.this): table}
+    sources = dict(own)
+    using = node.args.get("using")
+    if isinstance(using, exp.Table) and _is_source(b, using):
+        sources[_key("", using)] = b.source(using)
+    elif using is not None:
+        sources[using.alias_or_name.lower()] = None
+        b.derived[id(sources)] = b.output_names(
+            using.this if isinstance(using, exp.Subquery) else using
+        )
+    assigned: set[int] = set()  # INSERT (cols) and UPDATE SET cols: the target's own columns
+    for when in node.find_all(exp.When):
+        then = when.args.get("then")
+        if isinstance(then, exp.Insert) and isinstance(then.this, exp.Tuple | exp.Schema):
+            assigned |= {id(c) for c in then.this.expressions}
+        elif isinstance(then, exp.Update):
+            assigned |= {id(e.this) for e in then.expressions if isinstance(e, exp.EQ)}
+    for col in node.find_all(exp.Column):
+        if _owner(col) is node:
+            b.resolve(col, [own] if id(col) in assigned else [sources])
+
+
 def _bind_copy(b: _Binder, node: exp.Copy) -> None:
     target = node.this.this if isinstance(node.this, exp.Schema) else node.this
     if not isinstance(target, exp.Table):
@@ -238,8 +334,12 @@ def bind(
     """Tables and columns `tree` reads or writes. `known(col)` says the policy names a column,
     which picks the table of an ambiguous column when the catalog cannot."""
     b = _Binder(names, known)
-    b.ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
-    dml_sources = {id(n): _bind_dml(b, n) for n in tree.find_all(*_DML)}
+    b.ctes = {cte.alias_or_name.lower(): cte for cte in tree.find_all(exp.CTE)}
+    dml_sources = {
+        id(n): _bind_dml(b, n) for n in tree.find_all(*_DML) if not isinstance(n.parent, exp.When)
+    }
+    for merge in tree.find_all(exp.Merge):
+        _bind_merge(b, merge)
     for root in _query_roots(tree):
         owner = _owner(root)
         outer = [dml_sources[id(owner)]] if owner is not None and id(owner) in dml_sources else []

@@ -89,9 +89,15 @@ def classify_one(words: tuple[str, ...], tree: exp.Expression | None) -> tuple[A
         for node_type, verb in _TREE_VERBS.items():
             if isinstance(tree, node_type):
                 return _SIMPLE[verb]
+        if tree is not None and tree.find(*_TREE_VERBS):
+            return "WRITE", "SELECT"  # a data-modifying CTE: the tag says SELECT, rows changed
         return _SIMPLE["SELECT"]
     if first == "SELECT" and isinstance(tree, exp.Select) and tree.args.get("into"):
         return "DDL", "SELECT"
+    if words[:2] == ("PREPARE", "TRANSACTION"):
+        return "MISC", "PREPARE TRANSACTION"
+    if first in ("COMMIT", "ROLLBACK") and words[1:2] == ("PREPARED",):
+        return "MISC", f"{first} PREPARED"
     if first in _SIMPLE:
         return _SIMPLE[first]
     if first in ("CREATE", "ALTER", "DROP"):
