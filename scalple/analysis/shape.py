@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 import sqlglot
 from pglast import parser as pg_parser
@@ -16,6 +17,7 @@ from scalple.analysis.classify import classify_one, strongest
 from scalple.analysis.lexer import Scan
 from scalple.analysis.policy import Policy
 from scalple.analysis.sites import Site, sites
+from scalple.analysis.utility import Utility, utility
 from scalple.events import AuditClass
 
 # sqlglot logs unsupported statements verbatim, literals and all: that would put PII in logs.
@@ -107,19 +109,67 @@ def _actions(
     return literals, params, unaligned
 
 
+_WRAPPER: Final = re.compile(
+    r"""\s*(?:
+        EXPLAIN\s*(?P<options>\((?:[^()]|\([^()]*\))*\))?(?P<legacy>(?:\s*\b(?:ANALYZE|ANALYSE|VERBOSE)\b)*)
+      | PREPARE\s+\S+?\s*(?:\([^)]*\)\s*)?\bAS
+      | DECLARE\s+\S+\s+(?:\w+\s+)*?CURSOR\s+(?:WITH(?:OUT)?\s+HOLD\s+)?FOR
+    )\s""",
+    re.IGNORECASE | re.VERBOSE | re.DOTALL,
+)
+_ANALYZE: Final = re.compile(r"\bANALY[SZ]E\b(?!\s+(?:false|off|0)\b)", re.IGNORECASE)
+
+
+def _unwrap(sql: str, words: tuple[str, ...]) -> tuple[str, str, bool] | None:
+    """EXPLAIN, PREPARE and DECLARE CURSOR hold a statement: (the SQL with the wrapper blanked,
+    so offsets still match the scan; the command tag; whether the inner statement runs)."""
+    if not words or words[0] not in ("EXPLAIN", "PREPARE", "DECLARE"):
+        return None
+    m = _WRAPPER.match(sql)
+    if m is None:
+        return None
+    runs = words[0] == "EXPLAIN" and bool(_ANALYZE.search(m["options"] or m["legacy"] or ""))
+    tag = {"EXPLAIN": "EXPLAIN", "PREPARE": "PREPARE", "DECLARE": "DECLARE CURSOR"}[words[0]]
+    return " " * m.end() + sql[m.end() :], tag, runs
+
+
+def _utility_shape(scan: Scan, util: Utility, words: list[tuple[str, ...]]) -> Shape:
+    """A utility statement sqlglot cannot parse but PostgreSQL's grammar can: its relations are
+    known; its literals (passwords, payloads) are all masked."""
+    classes = [classify_one(w, None) for w in words]
+    return Shape(
+        fingerprint(scan),
+        strongest([c for c, _ in classes]),
+        classes[-1][1] if classes else "",
+        util.tables,
+        util.columns,
+        mask_all=True,
+    )
+
+
 def learn(scan: Scan, policy: Policy, names: Names) -> Shape:
+    words = _statement_words(scan)
+    wrapped = _unwrap(scan.sql, words[0]) if len(words) == 1 else None
     try:
+        text = wrapped[0] if wrapped else scan.sql
         trees: list[exp.Expression] = [
-            t for t in sqlglot.parse(scan.sql, read="postgres") if isinstance(t, exp.Expression)
+            t for t in sqlglot.parse(text, read="postgres") if isinstance(t, exp.Expression)
         ]
     except Exception:  # sqlglot raises several error types; any of them means "cannot parse"
-        return failed(scan)
+        trees = []
     if not trees:
+        util = utility(scan.sql, names)
+        if util is not None and not util.has_query:
+            return _utility_shape(scan, util, words)
         return failed(scan)
-    words = _statement_words(scan)
-    if len(words) != len(trees):
-        words = [words[0] if words else ()] * len(trees)
-    classes = [classify_one(w, t) for w, t in zip(words, trees, strict=True)]
+    if wrapped:
+        inner = Scan(wrapped[0], wrapped[0], (), ()).leading_words()
+        cls, _ = classify_one(inner, trees[0])
+        classes = [(cls if wrapped[2] else "MISC", wrapped[1])]
+    else:
+        if len(words) != len(trees):
+            words = [words[0] if words else ()] * len(trees)
+        classes = [classify_one(w, t) for w, t in zip(words, trees, strict=True)]
     audit_class = strongest([c for c, _ in classes])
     opaque = any(isinstance(t, exp.Command) for t in trees)
     merged = Binding()
@@ -129,13 +179,20 @@ def learn(scan: Scan, policy: Policy, names: Names) -> Shape:
         merged.tables.update(b.tables)
         merged.columns.update(b.columns)
         found += sites(tree, b)
+    tables = tuple(merged.tables)
+    columns = tuple(merged.columns)
+    if audit_class not in ("READ", "WRITE") and not wrapped:
+        util = utility(scan.sql, names)
+        if util is not None:  # PostgreSQL's grammar names the relations exactly
+            tables = util.tables
+            columns = tuple(dict.fromkeys((*util.columns, *columns)))
     literals, params, unaligned = _actions(scan, found, policy)
     return Shape(
         fingerprint(scan),
         audit_class,
         classes[-1][1],
-        tuple(merged.tables),
-        tuple(merged.columns),
+        tables,
+        columns,
         literals,
         params,
         mask_all=opaque or unaligned or audit_class == "ROLE",
