@@ -6,6 +6,7 @@ import pytest
 
 from scalple.analysis import Analyzer, Catalog, Policy, ResultField, subject_hash
 from scalple.analysis.lexer import scan
+from scalple.analysis.masking import mask
 from scalple.analysis.patterns import BUILTIN, iban_ok, luhn_ok
 from scalple.analysis.subjects import SubjectHasher
 
@@ -232,3 +233,58 @@ def test_mask_text_keeps_harmless_text() -> None:
     text = 'relation "orders" does not exist\nDETAIL:  Key (sku)=(A-100) already exists.'
     assert analyzer().mask_text(text) == text
     assert analyzer().mask_text("") == ""
+
+
+STAR_CATALOG = Catalog.from_tables(
+    {"public.users": ["id", "email"], "public.orders": ["id", "customer_id"], "app.notes": ["n"]}
+)
+
+
+@pytest.mark.parametrize(
+    ("sql", "columns"),
+    [
+        ("SELECT * FROM users", {"users.id", "users.email"}),
+        ("SELECT u.*, o.id FROM users u JOIN orders o ON o.customer_id = u.id",
+         {"users.id", "users.email", "orders.id", "orders.customer_id"}),
+        ("SELECT * FROM users, app.notes", {"users.id", "users.email", "app.notes.n"}),
+        ("SELECT * FROM users JOIN ghosts g ON g.id = users.id",
+         {"users.id", "users.email", "ghosts.*", "ghosts.id"}),
+        ("WITH t AS (SELECT * FROM orders) SELECT * FROM t", {"orders.id", "orders.customer_id"}),
+        ("DELETE FROM orders RETURNING *", {"orders.id", "orders.customer_id"}),
+        ("INSERT INTO users VALUES (1, 'a@b.c')", {"users.id", "users.email"}),
+        ("COPY users TO STDOUT", {"users.id", "users.email"}),
+        ("SELECT count(*) FROM users", set()),
+    ],
+)  # fmt: skip
+def test_star_expands_from_the_catalog(sql: str, columns: set[str]) -> None:
+    r = analyzer(catalog=STAR_CATALOG).analyze(sql)
+    assert set(r.columns) == {c if c.startswith("app.") else f"public.{c}" for c in columns}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "EXPLAIN (ANALYZE, BUFFERS) SELECT name FROM users WHERE email = 'john@example.com'",
+        "PREPARE q (int) AS SELECT name FROM users WHERE email = 'john@example.com'",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT name FROM users WHERE email = 'john@example.com'",
+        "MERGE INTO users u USING (VALUES (1)) v(id) ON u.email = 'john@example.com' "
+        "WHEN MATCHED THEN DELETE",
+    ],
+)
+def test_wrapped_and_merge_statements_mask_by_column(sql: str) -> None:
+    r = analyzer().analyze(sql)
+    assert "'j***@***.com'" in r.statement and r.analysis == "ok"
+    assert r.subjects == (subject_hash(KEY, "email", "john@example.com"),)
+
+
+def test_utility_statement_sqlglot_cannot_parse_is_ok_and_masked() -> None:
+    r = analyzer().analyze("NOTIFY order_events, 'paid by ann@x.org 555 0100'")
+    assert r.analysis == "ok" and r.audit_class == "MISC" and r.command_tag_guess == "NOTIFY"
+    assert "555 0100" not in r.statement and "ann@" not in r.statement
+    assert analyzer().analyze("CLUSTER orders USING orders_pkey").tables == ("public.orders",)
+
+
+@pytest.mark.parametrize("value", ["paid by ann@x.org 555 0100", "a@b.c 4242", "x@y.1234567"])
+def test_shape_mask_keeps_no_trailing_text_of_an_at_sign_value(value: str) -> None:
+    masked = mask(value, "shape", KEY)
+    assert not any(part in masked for part in [*value.split()[1:], "1234567"] if len(part) > 3)

@@ -10,16 +10,20 @@ from typing import Final, Literal
 MaskStyle = Literal["shape", "hash", "redact"]
 MASK_STYLES: Final = ("shape", "hash", "redact")
 _ALNUM: Final = re.compile(r"[^\W_]")  # what str.isalnum() accepts
+_EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+")
+_TLD: Final = re.compile(r"[A-Za-z]{2,24}")
 
 
 def _shape_email(value: str) -> str:
     local, _, domain = value.rpartition("@")
     tld = domain.rsplit(".", 1)[-1] if "." in domain else ""
-    return f"{local[:1]}***@***" + (f".{tld}" if tld else "")
+    return f"{local[:1]}***@***" + (f".{tld}" if _TLD.fullmatch(tld) else "")
 
 
 def _shape(value: str) -> str:
-    if "@" in value and not value.startswith("@"):
+    # Only a whole address gets the e-mail shape: in `paid by ann@x.org 555 0100` the "TLD"
+    # would be `org 555 0100`, kept in clear.
+    if _EMAIL.fullmatch(value):
         return _shape_email(value)
     # Keep separators and length so "+1 555-0100" still reads as a phone number, and the first
     # character only when there are enough others that it gives little away.
