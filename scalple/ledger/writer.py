@@ -9,6 +9,7 @@ return after that write; in "fsync" mode the syncer thread's next fdatasync rele
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -91,7 +92,7 @@ class LedgerSink:
         self._sealer.start()
         self._syncer = Syncer(self._sync)
         self._syncer.start()
-        self._timer = Timer(min(1.0, seal_seconds / 4), self._maybe_rotate)
+        self._timer = Timer(min(1.0, max(0.01, seal_seconds / 4)), self._maybe_rotate)
         self._timer.start()
         self._note_key(state, key)
         if state.events:
@@ -205,7 +206,7 @@ class LedgerSink:
             self._staged, self._waiters = [], []
             error = self._write(staged) if staged else None
             if error is None and self._due():
-                self._rotate()
+                self._rotate_or_fail()
         if error is not None or not self._durable:
             notify(waiters, error)
         elif waiters:
@@ -253,7 +254,15 @@ class LedgerSink:
     def _maybe_rotate(self) -> None:
         with self._lock:
             if self._failed is None and not self._closing and self._due():
-                self._rotate()
+                self._rotate_or_fail()
+
+    def _rotate_or_fail(self) -> None:
+        try:
+            self._rotate()
+        except OSError as exc:
+            # What was written stays good; with no journal to write next, refuse from now on.
+            self._failed = exc
+            log.error("cannot start a new audit journal: %s; refusing statements from now on", exc)
 
     def _rotate(self) -> None:
         """Close the live journal (lock held), hand it to the sealer, start the next one."""
@@ -279,7 +288,7 @@ class LedgerSink:
             self._closing = True
         self._timer.stop()
         self._syncer.stop()
-        with self._fd_lock:
+        with self._fd_lock, contextlib.suppress(OSError):  # gone already if a rotation failed
             os.close(self._fd)
         if self._failed is None and seal:
             self._sealer.jobs.put(self._live)
