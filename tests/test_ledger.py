@@ -278,3 +278,13 @@ def test_journal_left_behind_by_a_finished_seal_is_dropped(tmp_path: Path) -> No
     assert Layout(tmp_path / "ledger").journals() == []
     assert [r["seq"] for r in events(tmp_path / "ledger")] == list(range(1, 21))
     assert intact(tmp_path)
+
+
+def test_events_view_leaves_out_a_torn_last_line(tmp_path: Path) -> None:
+    s = sink(tmp_path)
+    s.append_sync(pair(1))
+    crash(s)
+    _, journal = Layout(tmp_path / "ledger").journals()[-1]
+    with journal.open("ab") as f:
+        f.write(b'{"v":1,"kind":"statement","event_id":"torn')
+    assert [r["seq"] for r in events(tmp_path / "ledger")] == [1, 2]

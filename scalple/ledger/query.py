@@ -6,8 +6,12 @@ from pathlib import Path
 
 import duckdb
 
+from scalple.errors import LedgerError
 from scalple.ledger.columns import COLUMN_TYPES, READ_JSON_COLUMNS, SELECT_COLUMNS
 from scalple.ledger.layout import Layout
+
+JOURNAL_TABLE = "scalple_journal_snapshot"
+_ATTEMPTS = 5
 
 
 def quote(path: Path) -> str:
@@ -20,27 +24,43 @@ def _empty() -> str:
     return f"SELECT {casts} WHERE false"
 
 
-def events_view(con: duckdb.DuckDBPyConnection, ledger_dir: Path) -> None:
-    """Create (or replace) view `events`: every event in the ledger, one row each, by seq.
-
-    The view lists the files present now; call again to see segments sealed later. Columns are
-    the `AuditEvent` fields. A torn last journal line (a write in progress) is left out.
-    """
-    layout = Layout(Path(ledger_dir))
+def _snapshot(con: duckdb.DuckDBPyConnection, layout: Layout) -> str:
     segments = [s for s in layout.segments() if s.checkpoint.exists()]
     sealed_upto = segments[-1].last_seq if segments else 0
-    # A journal whose events were sealed but not yet deleted is skipped, so nothing shows twice.
+    # A journal sealed but not yet deleted is skipped, so nothing shows twice.
     journals = [p for first, p in layout.journals() if first > sealed_upto]
-    parts = []
-    if segments:
-        files = ", ".join(quote(s.parquet) for s in segments)
-        parts.append(f"SELECT {SELECT_COLUMNS} FROM read_parquet([{files}])")
+    source = _empty()
     if journals:
         files = ", ".join(quote(p) for p in journals)
-        parts.append(
+        source = (
             f"SELECT {SELECT_COLUMNS} FROM read_json([{files}], format='newline_delimited', "
             f"columns={READ_JSON_COLUMNS}, auto_detect=false, ignore_errors=true, "
             f"maximum_object_size=1073741824) WHERE seq > {sealed_upto}"
         )
-    body = " UNION ALL ".join(parts) if parts else _empty()
-    con.execute(f"CREATE OR REPLACE VIEW events AS {body}")
+    # Journals are deleted once sealed, so their rows are copied now; segments never go away.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {JOURNAL_TABLE} AS {source}")
+    if not segments:
+        return f"SELECT * FROM {JOURNAL_TABLE}"
+    files = ", ".join(quote(s.parquet) for s in segments)
+    return (
+        f"SELECT {SELECT_COLUMNS} FROM read_parquet([{files}]) "
+        f"UNION ALL SELECT * FROM {JOURNAL_TABLE}"
+    )
+
+
+def events_view(con: duckdb.DuckDBPyConnection, ledger_dir: Path) -> None:
+    """Create (or replace) temp view `events`: every event in the ledger now, one row each.
+
+    Columns are the `AuditEvent` fields (tuples as lists). It is a snapshot: sealed segments
+    plus a copy of the unsealed journal as of this call; call again to see later events. A torn
+    last journal line (a write in progress) is left out. Order by `seq` when order matters.
+    """
+    layout = Layout(Path(ledger_dir))
+    for _ in range(_ATTEMPTS):
+        try:
+            body = _snapshot(con, layout)
+        except duckdb.IOException:
+            continue  # a journal was sealed and removed while we read it: look again
+        con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {body}")
+        return
+    raise LedgerError(f"ledger {ledger_dir} kept changing while being read; try again")
