@@ -92,10 +92,25 @@ class _Masker:
         masked. Most literals stop at the cheap pattern pre-check on their raw text."""
         edits: list[tuple[int, int, str]] = []
         maybe = self.policy.patterns.maybe
+        style, key, hasher, add = self.policy.mask_style, self.key, self.hash, self.subjects.add_one
+        # mask_value, inlined: this loop is most of a cache hit's cost.
         for start, end, action in zip(literals[::2], literals[1::2], actions, strict=True):
-            if action is None and not maybe(sql[start:end]):
-                continue
-            new = self.mask_value(literal_value(sql[start:end]), action)
+            if action is None:
+                if not maybe(sql[start:end]):
+                    continue
+                new = self.mask_patterns(literal_value(sql[start:end]))
+            else:
+                value = literal_value(sql[start:end])
+                if action.kind is not None:
+                    if value[:1] == "{":
+                        self.add_subjects(action.kind, value)
+                    else:
+                        add(hasher(action.kind, value))
+                if action.mask:
+                    new = mask(value, style, key)
+                    self.masked.append(f"{action.column} → {new}")
+                else:
+                    new = self.mask_patterns(value)
             if new is not None:
                 edits.append((start, end, "'" + new.replace("'", "''") + "'"))
         for start, end in zip(comments[::2], comments[1::2], strict=True):
@@ -240,7 +255,11 @@ class Analyzer:
                 self._exact[sql] = _Exact(
                     compiled, statement, tuple(m.masked), m.subjects.subjects, m.subjects.capped
                 )
-        values = tuple(m.param(i, raw, _format(formats, i)) for i, raw in enumerate(params))
+        values = (
+            tuple(m.param(i, raw, _format(formats, i)) for i, raw in enumerate(params))
+            if params
+            else ()
+        )
         return _result(compiled.shape, statement, values, m)
 
     def _fail_safe(self, sql: str, params: Sequence[bytes | None]) -> StatementAnalysis:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import string
 from typing import Final, Literal
 
 MaskStyle = Literal["shape", "hash", "redact"]
 MASK_STYLES: Final = ("shape", "hash", "redact")
 _ALNUM: Final = re.compile(r"[^\W_]")  # what str.isalnum() accepts
+_ASCII_STARS: Final = str.maketrans(dict.fromkeys(string.ascii_letters + string.digits, "*"))
 _EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+")
 _TLD: Final = re.compile(r"[A-Za-z]{2,24}")
 
@@ -23,12 +25,15 @@ def _shape_email(value: str) -> str:
 def _shape(value: str) -> str:
     # Only a whole address gets the e-mail shape: in `paid by ann@x.org 555 0100` the "TLD"
     # would be `org 555 0100`, kept in clear.
-    if _EMAIL.fullmatch(value):
+    if "@" in value and _EMAIL.fullmatch(value):
         return _shape_email(value)
     # Keep separators and length so "+1 555-0100" still reads as a phone number, and the first
     # character only when there are enough others that it gives little away.
     keep = 1 if len(value) > 4 else 0
-    return value[:keep] + _ALNUM.sub("*", value[keep:])
+    rest = value[keep:]
+    return value[:keep] + (
+        rest.translate(_ASCII_STARS) if rest.isascii() else _ALNUM.sub("*", rest)
+    )
 
 
 def mask(value: str, style: MaskStyle, key: bytes) -> str:
