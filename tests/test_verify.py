@@ -352,3 +352,8 @@ def test_resigned_value_change_is_caught_by_deep(ledger: Path) -> None:
     )
     assert verify(ledger)[0] == 0
     assert_caught(ledger, "00000000000000000020.parquet", 15, "hash does not match", "--deep")
+
+
+def test_segment_file_deleted_leaving_its_checkpoint(ledger: Path) -> None:
+    segment(ledger, 2).unlink()
+    assert_caught(ledger, "00000000000000000030.checkpoint", None, "segment file is missing")

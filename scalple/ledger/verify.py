@@ -231,20 +231,36 @@ def verify_ledger(
     layout = Layout(root)
     if not (layout.journal_dir.is_dir() or layout.segment_dir.is_dir()):
         raise LedgerError(f"{root} is not a ledger (no journal/ or segments/ in it)")
-    report = Report(ledger=str(root), deep=deep)
     rotations = [(p.name, read_rotation(p)) for p in layout.rotations()]
     chain = key_chain(trusted_key, rotations)
-    walk = _Walk(layout, chain, report, progress or (lambda n: None), deep=deep)
+    for _ in range(3):
+        report = Report(ledger=str(root), deep=deep)
+        walk = _Walk(layout, chain, report, progress or (lambda n: None), deep=deep)
+        try:
+            _walk(walk, saved)
+        except FileNotFoundError:
+            continue  # a journal was sealed and removed under us: walk the new state
+        return report
+    raise LedgerError(f"ledger {root} kept changing while being verified; try again")
+
+
+def _walk(walk: _Walk, saved: tuple[Checkpoint, str] | None) -> None:
     try:
         if walk.keys.problems:
             raise _Tampered(Finding("keys", None, walk.keys.problems[0]))
+        _check_orphans(walk)
         _check_segments(walk)
         _check_journals(walk)
         if saved is not None:
             _check_extends(walk, *saved)
     except _Tampered as t:
-        report.first_bad = t.finding
-    return report
+        walk.report.first_bad = t.finding
+
+
+def _check_orphans(walk: _Walk) -> None:
+    for path in sorted(walk.layout.segment_dir.glob("*.checkpoint")):
+        if not path.with_suffix(".parquet").exists():
+            raise walk.fail(path, None, "checkpoint whose segment file is missing")
 
 
 def total_events(root: Path) -> int:
