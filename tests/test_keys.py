@@ -98,3 +98,12 @@ def test_subject_secret_is_stable_private_and_not_in_a_ledger(tmp_path: Path) ->
     sink.close()
     with pytest.raises(LedgerError, match="ledger directory"):
         subject_secret(tmp_path / "ledger")
+
+
+def test_unusable_key_directory_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    result = keys("init", "--key-dir", str(tmp_path / "file" / "k"))
+    assert isinstance(result.exception, LedgerError) and result.exception.exit_code == 2
+    assert str(tmp_path / "file") in str(result.exception)
+    with pytest.raises(LedgerError, match="opening ledger"):
+        open_sink(tmp_path / "file" / "ledger", "os", key_dir=tmp_path / "k")

@@ -15,6 +15,7 @@ from scalple.ledger.keys import (
     resolve_key_dir,
     rotate_keys,
 )
+from scalple.ledger.layout import os_errors
 
 keys_app = typer.Typer(help="Manage the key that signs ledger checkpoints.", no_args_is_help=True)
 
@@ -31,7 +32,8 @@ def _key_dir(key_dir: Path | None, config: Path | None) -> tuple[Path, cfg.Confi
 def init(key_dir: Path | None = KeyDir, config: Path | None = Config) -> None:
     """Create a signing key (private 0600) and its public key."""
     directory, _ = _key_dir(key_dir, config)
-    key = create_keys(directory)
+    with os_errors(f"using key directory {directory}"):
+        key = create_keys(directory)
     typer.echo(
         f"created signing key {key.id} in {directory}\n"
         f"public key: {directory / PUBLIC_KEY} (keep a copy elsewhere for verify)"
@@ -52,7 +54,8 @@ def rotate(
     """
     directory, settings = _key_dir(key_dir, config)
     target = ledger or settings.ledger_dir
-    rotation = rotate_keys(directory, [target])
+    with os_errors(f"using key directory {directory}"):
+        rotation = rotate_keys(directory, [target])
     typer.echo(
         f"rotated signing key to {rotation.new_key[:16]}… (public key "
         f"{directory / PUBLIC_KEY}); rotation recorded in {target / 'keys'}"
@@ -67,7 +70,8 @@ def export_public(
 ) -> None:
     """Print the public key (PEM) that `scalple verify --public-key` takes."""
     directory, _ = _key_dir(key_dir, config)
-    pem = public_pem(load_public_key(directory / PUBLIC_KEY))
+    with os_errors(f"using key directory {directory}"):
+        pem = public_pem(load_public_key(directory / PUBLIC_KEY))
     if output is None:
         typer.echo(pem.decode(), nl=False)
     else:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalple.ledger.keys import resolve_key_dir, signing_key
+from scalple.ledger.layout import os_errors
 from scalple.ledger.sink import AuditSink
 from scalple.ledger.writer import LedgerSink
 
@@ -22,9 +23,10 @@ def open_sink(directory: Path, durability: str = "fsync", **settings: Any) -> Le
     (`ledger_settings(config)` gives them). The signing key is created on first use. Blocks
     while recovering; close with `await sink.aclose()`, which seals the journal.
     """
-    key = signing_key(resolve_key_dir(settings.get("key_dir")))
     sizes = {k: settings[k] for k in ("seal_bytes", "seal_seconds") if settings.get(k) is not None}
-    return LedgerSink(Path(directory), key, durability=durability, **sizes)
+    with os_errors(f"opening ledger {directory}"):
+        key = signing_key(resolve_key_dir(settings.get("key_dir")))
+        return LedgerSink(Path(directory), key, durability=durability, **sizes)
 
 
 def ledger_settings(config: Config) -> dict[str, Any]:

@@ -13,9 +13,13 @@ Sequence numbers start at 1 and have no gaps; a segment's name gives the seqs it
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from scalple.errors import LedgerError
 
 _SEGMENT_RE: Final = re.compile(r"^(\d{20})-(\d{20})\.parquet$")
 _JOURNAL_RE: Final = re.compile(r"^(\d{20})\.jsonl$")
@@ -80,3 +84,13 @@ def _list(directory: Path) -> list[Path]:
         return list(directory.iterdir())
     except FileNotFoundError:
         return []
+
+
+@contextmanager
+def os_errors(doing: str) -> Iterator[None]:
+    """Report a file system failure while `doing` something as a LedgerError naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise LedgerError(f"{doing}: cannot use{where}: {exc.strerror or exc}") from exc

@@ -18,7 +18,7 @@ from scalple.ledger.canonical import GENESIS
 from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256, read_checkpoint
 from scalple.ledger.journal import scan
 from scalple.ledger.keys import key_id, read_rotation
-from scalple.ledger.layout import Layout, SegmentFiles
+from scalple.ledger.layout import Layout, SegmentFiles, os_errors
 from scalple.ledger.segment import check_links, check_rows
 from scalple.ledger.trust import KeyChain, key_chain
 
@@ -237,9 +237,12 @@ def verify_ledger(
         report = Report(ledger=str(root), deep=deep)
         walk = _Walk(layout, chain, report, progress or (lambda n: None), deep=deep)
         try:
-            _walk(walk, saved)
-        except FileNotFoundError:
-            continue  # a journal was sealed and removed under us: walk the new state
+            with os_errors(f"verifying {root}"):
+                _walk(walk, saved)
+        except LedgerError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                continue  # a journal was sealed and removed under us: walk the new state
+            raise
         return report
     raise LedgerError(f"ledger {root} kept changing while being verified; try again")
 
