@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from scalple.errors import SandboxError
 from scalple.sandbox import INSTALL_HINT, Sandbox, free_port, pgbouncer_binary, postgres_bindir
 
 APP = "shop-web"
+ANSWER_SECONDS = 30  # longest the demo waits for one statement through the proxy
 NOTEBOOK = "notebook"
 CUSTOMER = "42"
 EMAIL = "dana.reyes@example.com"  # customer 42's address: personal data in a statement
@@ -115,6 +116,13 @@ class Demo:
     def __init__(self, console: Console, *, keep: bool = False) -> None:
         self.out = console
         self.keep = keep
+        self.stack: Stack | None = None
+
+    def _stop_proxy(self) -> None:
+        """Ask the proxy to stop, which also frees a client call stuck waiting on it."""
+        proxy = self.stack.proxy if self.stack else None
+        if proxy is not None and proxy.poll() is None:
+            proxy.send_signal(signal.SIGTERM)
 
     def say(self, text: str) -> None:
         self.out.print(text, highlight=False)
@@ -126,7 +134,7 @@ class Demo:
             "trail recorded.\n"
         )
         self._preflight()
-        with _cleanup_on_hangup(), self._stack() as stack:
+        with _cleanup_on_hangup(self._stop_proxy), self._stack() as stack:
             self._workload(stack)
             self._leak(stack)
             pairs = self._trails(stack)
@@ -151,7 +159,7 @@ class Demo:
     @contextlib.contextmanager
     def _stack(self) -> Iterator[Stack]:
         sandbox = Sandbox()
-        stack = Stack(sandbox, sandbox.base / "ledger")
+        stack = self.stack = Stack(sandbox, sandbox.base / "ledger")
         try:
             sandbox.start_postgres()
             self.say(f"  [green]✓[/] PostgreSQL with pgAudit on 127.0.0.1:{sandbox.pg_port}")
@@ -302,7 +310,8 @@ class Demo:
         channel = {id(alice): "startup option", id(bob): "comment", id(analyst): "SET"}
         try:
             for con, who, sql in steps:
-                con.execute(sql.encode())
+                with _answer_within(ANSWER_SECONDS, stack, sql):
+                    con.execute(sql.encode())
                 self.say(f"  {who:<22} [dim]{channel[id(con)]:<15}[/] {escape(sql)}")
         finally:
             for con in (alice, bob, analyst):
@@ -464,7 +473,11 @@ class Demo:
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "SCALPLE_CONFIG": str(config)},
+            env={
+                **os.environ,
+                "SCALPLE_CONFIG": str(config),
+                "COLUMNS": str(max(60, self.out.width - 4)),
+            },  # indented by 4 below
         )
         for line in (proc.stdout + proc.stderr).rstrip().splitlines():
             self.out.print("    " + line, markup=False, highlight=False)
@@ -472,11 +485,32 @@ class Demo:
 
 
 @contextlib.contextmanager
-def _cleanup_on_hangup() -> Iterator[None]:
+def _answer_within(seconds: int, stack: Stack, sql: str) -> Iterator[None]:
+    """Turn a statement the proxy never answers into an error naming it, not a hung demo."""
+
+    def stalled(signum: int, frame: object) -> None:
+        log = stack.sandbox.base / "scalple.log"
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        raise SandboxError(
+            f"scalple serve did not answer {sql!r} within {seconds} s; its log ends:\n{tail}"
+        )
+
+    previous = signal.signal(signal.SIGALRM, stalled)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _cleanup_on_hangup(first: Callable[[], None]) -> Iterator[None]:
     """SIGTERM or SIGHUP (a closed terminal) unwind like Ctrl-C, so the servers are stopped and
-    the temp dir removed rather than left running."""
+    the temp dir removed rather than left running. `first` runs before unwinding."""
 
     def unwind(signum: int, frame: object) -> None:
+        first()
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, unwind) for sig in (signal.SIGTERM, signal.SIGHUP)}
