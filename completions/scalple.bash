@@ -5,7 +5,7 @@ _scalple() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "$path $w" in
-            "scalple config"|"scalple config show"|"scalple demo"|"scalple gap-check"|"scalple keys"|"scalple keys export-public"|"scalple keys init"|"scalple keys rotate"|"scalple serve"|"scalple verify") path="$path $w" ;;
+            "scalple config"|"scalple config show"|"scalple demo"|"scalple dsar"|"scalple gap-check"|"scalple index"|"scalple index rebuild"|"scalple index status"|"scalple index update"|"scalple keys"|"scalple keys export-public"|"scalple keys init"|"scalple keys rotate"|"scalple serve"|"scalple verify") path="$path $w" ;;
         esac
     done
     case "$path" in
@@ -13,7 +13,7 @@ _scalple() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "config demo gap-check keys serve verify" -- "$cur"))
+                COMPREPLY=($(compgen -W "config demo dsar gap-check index keys serve verify" -- "$cur"))
             fi
             ;;
         "scalple config")
@@ -36,6 +36,18 @@ _scalple() {
                 COMPREPLY=($(compgen -W "--keep --help" -- "$cur"))
             fi
             ;;
+        "scalple dsar")
+            case "$prev" in
+                --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --ledger) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --public-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --subject|-s|--actor|-a|--since|--until|--format|-f|--verify|--limit) COMPREPLY=(); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--subject -s --actor -a --since --until --format -f --json --out -o --ledger --public-key --verify --limit --config -c --help" -- "$cur"))
+            fi
+            ;;
         "scalple gap-check")
             case "$prev" in
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -43,6 +55,40 @@ _scalple() {
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--json --proxy-addr --min-shared-sessions --config -c --help" -- "$cur"))
+            fi
+            ;;
+        "scalple index")
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -W "rebuild status update" -- "$cur"))
+            fi
+            ;;
+        "scalple index rebuild")
+            case "$prev" in
+                --ledger) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--ledger --config -c --json --help" -- "$cur"))
+            fi
+            ;;
+        "scalple index status")
+            case "$prev" in
+                --ledger) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--ledger --config -c --json --help" -- "$cur"))
+            fi
+            ;;
+        "scalple index update")
+            case "$prev" in
+                --ledger) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--ledger --config -c --json --help" -- "$cur"))
             fi
             ;;
         "scalple keys")
@@ -97,7 +143,7 @@ _scalple() {
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--public-key --checkpoint --json --config -c --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--public-key --checkpoint --deep --json --config -c --help" -- "$cur"))
             else
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi
