@@ -62,8 +62,9 @@ def _processed(output: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+@pytest.mark.parametrize("durability", ["fsync", "os"])
 def test_sigkill_under_pgbench_loses_no_committed_statement(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, tmp_path: Path, durability: str
 ) -> None:
     with psycopg.connect(sandbox.dsn("app_user"), autocommit=True) as db:
         db.execute("DROP TABLE IF EXISTS crash_marks, crash_counter")
@@ -72,7 +73,8 @@ def test_sigkill_under_pgbench_loses_no_committed_statement(
         db.execute("INSERT INTO crash_counter VALUES (0)")
     script = tmp_path / "marks.sql"
     script.write_text(SCRIPT)
-    proxy = ProxyProc(sandbox.pg_port, tmp_path / "ledger").start()
+    args = ("--durability", durability)
+    proxy = ProxyProc(sandbox.pg_port, tmp_path / "ledger", extra_args=args).start()
     counted = 0
     for _ in range(KILLS):
         bench = _pgbench(proxy, script, 60)
@@ -83,7 +85,11 @@ def test_sigkill_under_pgbench_loses_no_committed_statement(
         proxy.proc = None
         proxy.start()  # same port, same ledger: recovery runs here
     bench = _pgbench(proxy, script, 2)
-    out, _ = bench.communicate(timeout=60)
+    try:
+        out, _ = bench.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        bench.kill()
+        pytest.fail(f"pgbench hung after the restarts; proxy log:\n{proxy.log_text()[-3000:]}")
     counted += _processed(out)
     assert proxy.stop() == 0, proxy.log_text()
 

@@ -4,6 +4,8 @@ Canonical form: msgspec JSON of the `AuditEvent` with every field, in declaratio
 whitespace, UTF-8, with `hash` set to "". `hash` is the last field, so a journal line is the
 canonical form with the 64 hex digits spliced into the final `""`. The event hash is
 SHA-256(EVENT_DOMAIN + canonical), hex; `prev_hash` of the first event is GENESIS.
+Fields appended to `AuditEvent` later (with a new SCHEMA_VERSION) must stay out of the
+canonical form of older events: keep each version's field list when that day comes.
 """
 
 from __future__ import annotations
