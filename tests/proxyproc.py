@@ -74,6 +74,7 @@ class ProxyProc:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     preexec: Callable[[], None] | None = None
+    python_args: Sequence[str] = ("-m", "scalple")
 
     def start(self) -> ProxyProc:
         self.port = self.port or free_port()
@@ -81,8 +82,7 @@ class ProxyProc:
         self.ledger.parent.mkdir(parents=True, exist_ok=True)
         args = [
             sys.executable,
-            "-m",
-            "scalple",
+            *self.python_args,
             "serve",
             "--listen",
             f"127.0.0.1:{self.port}",

@@ -1,32 +1,35 @@
-"""The asyncio shell: accept clients, connect each to the upstream, pump bytes through its Session.
+"""The asyncio shell: listen, hold what all connections share, start and stop the proxy.
 
-Nothing here understands the protocol; it moves bytes, waits for the write-ahead, applies
-back-pressure, and turns broken peers into a closed connection with an ErrorResponse.
+Nothing here understands the protocol; connections (connection.py) move bytes through their
+Session, and the batcher hands their audit events to the ledger once per loop pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
 from scalple.analysis import Analyzer, Catalog
 from scalple.analysis import Policy as AnalysisPolicy
 from scalple.config import Config
-from scalple.errors import ConfigError, LedgerUnavailable
+from scalple.errors import ConfigError
 from scalple.ledger import AuditSink, ledger_settings, open_sink
 from scalple.ledger.keys import resolve_key_dir, subject_secret
 from scalple.proxy import codec
+from scalple.proxy.batcher import LedgerBatcher
+from scalple.proxy.connection import ClientConnection
 from scalple.proxy.logs import setup_logging
 from scalple.proxy.session import Policy, Session
 
 log = logging.getLogger("scalple.proxy")
-READ_SIZE = 256 * 1024
+DRAIN_SECONDS = 10.0
 
 
 def now_us() -> int:
@@ -40,17 +43,19 @@ def parse_upstream(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 5432
 
 
-def _fatal(sqlstate: str, text: str) -> bytes:
-    return codec.encode_error(sqlstate, text, severity="FATAL")
-
-
 class Proxy:
-    """Per-process state: settings, the ledger, and the live sessions by their cancel key."""
+    """Per-process state: settings, the ledger, the analyzer, and the live connections."""
 
-    def __init__(self, config: Config, sink: AuditSink, analyzer: Analyzer | None = None) -> None:
-        self.sink = sink
+    def __init__(
+        self,
+        config: Config,
+        sink: AuditSink,
+        analyzer: Analyzer | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.analyzer = analyzer
-        self._refreshing: asyncio.Task[None] | None = None
+        self.batcher = LedgerBatcher(sink, loop or asyncio.get_running_loop())
+        self.clock = now_us
         self.upstream = parse_upstream(config["upstream"])
         self.connect_timeout = float(config["connect_timeout"])
         self.stall_timeout = float(config["stall_timeout"])
@@ -60,156 +65,17 @@ class Proxy:
             trusted_networks=tuple(config["trusted_networks"]),
             max_message_bytes=int(config["max_message_bytes"]),
         )
+        self.connections: set[ClientConnection] = set()
         self.by_key: dict[tuple[int, int], Session] = {}
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refreshing: asyncio.Task[None] | None = None
 
-    async def handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
-        peer = cwriter.get_extra_info("peername") or ("unknown", None)
-        session = Session(self.policy, str(peer[0]), peer[1], now_us, analyzer=self.analyzer)
-        uwriter: asyncio.StreamWriter | None = None
-        try:
-            uwriter = await self._run(session, creader, cwriter)
-        except codec.ProtocolViolation as exc:
-            log.warning("closing %s:%s: %s", peer[0], peer[1], exc)
-            cwriter.write(_fatal(exc.sqlstate, f"scalple: {exc}"))
-        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
-            log.info("connection %s:%s ended: %s", peer[0], peer[1], exc or type(exc).__name__)
-        except Exception:  # the proxy never goes down for one client's sake
-            log.exception("internal error on connection %s:%s", peer[0], peer[1])
-            cwriter.write(_fatal("XX000", "scalple: internal error; connection closed"))
-        finally:
-            for event in session.close_out():
-                self.sink.record(event)
-            self.by_key.pop(session.client_key, None)
-            for w in (cwriter, uwriter):
-                if w is not None:
-                    with contextlib.suppress(Exception):
-                        w.close()
-            if task is not None:
-                self.tasks.discard(task)
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _read_client(self, reader: asyncio.StreamReader, session: Session) -> bytes:
-        if session.client_pending:
-            try:
-                return await asyncio.wait_for(reader.read(READ_SIZE), self.stall_timeout)
-            except TimeoutError:
-                raise codec.ProtocolViolation(
-                    f"client stalled for {self.stall_timeout:g}s in the middle of a message",
-                    "08P01",
-                ) from None
-        return await reader.read(READ_SIZE)
-
-    async def _run(
-        self, session: Session, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter
-    ) -> asyncio.StreamWriter | None:
-        while session.phase == "startup":
-            data = await self._read_client(creader, session)
-            if not data:
-                return None
-            step = session.client_data(data)
-            if step.client:
-                cwriter.write(b"".join(step.client))
-            if step.cancel is not None:
-                await self._cancel(step.cancel)
-                return None
-            if step.close:
-                return None
-        ureader, uwriter = await self._connect(cwriter)
-        if uwriter is None or ureader is None:
-            return None
-        uwriter.write(b"".join(step.upstream))
-        server_pump = asyncio.create_task(self._pump_server(session, ureader, cwriter))
-        client_pump = asyncio.create_task(self._pump_client(session, creader, uwriter, cwriter))
-        done, pending = await asyncio.wait(
-            {server_pump, client_pump}, return_when=asyncio.FIRST_COMPLETED
-        )
-        for t in pending:
-            t.cancel()
-        for t in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        for t in done:
-            t.result()
-        return uwriter
-
-    async def _connect(
-        self, cwriter: asyncio.StreamWriter
-    ) -> tuple[asyncio.StreamReader | None, asyncio.StreamWriter | None]:
-        host, port = self.upstream
-        try:
-            return await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
-        except (OSError, TimeoutError) as exc:
-            log.error("cannot reach upstream %s:%s: %s", host, port, exc or "timeout")
-            cwriter.write(
-                _fatal(
-                    "08001",
-                    f"scalple: cannot reach the upstream database at "
-                    f"{host}:{port} ({exc or 'timeout'})",
-                )
-            )
-            return None, None
-
-    async def _pump_client(
-        self,
-        session: Session,
-        creader: asyncio.StreamReader,
-        uwriter: asyncio.StreamWriter,
-        cwriter: asyncio.StreamWriter,
-    ) -> None:
-        sink = self.sink
-        while True:
-            data = await self._read_client(creader, session)
-            if not data:
-                return
-            step = session.client_data(data)
-            if step.client:
-                cwriter.write(b"".join(step.client))
-            if step.write_ahead:
-                try:
-                    await sink.write_ahead(step.write_ahead)
-                except LedgerUnavailable as exc:
-                    log.error("write-ahead failed, refusing statements: %s", exc)
-                    session.refuse_unwritten(step, str(exc))
-            if step.upstream:
-                uwriter.write(
-                    b"".join(step.upstream) if len(step.upstream) > 1 else step.upstream[0]
-                )
-            for event in step.records:
-                sink.record(event)
-            if step.close:
-                return
-            await uwriter.drain()
-
-    async def _pump_server(
-        self, session: Session, ureader: asyncio.StreamReader, cwriter: asyncio.StreamWriter
-    ) -> None:
-        sink = self.sink
-        registered = False
-        while True:
-            data = await ureader.read(READ_SIZE)
-            if not data:
-                if session.phase == "ready":
-                    cwriter.write(
-                        _fatal("08006", "scalple: the upstream database closed the connection")
-                    )
-                return
-            step = session.server_data(data)
-            if step.client:
-                cwriter.write(b"".join(step.client) if len(step.client) > 1 else step.client[0])
-            for event in step.records:
-                sink.record(event)
-            if session.ddl_done:
-                session.ddl_done = False
-                self._refresh_catalog()
-            if not registered and session.upstream_key is not None:
-                self.by_key[session.client_key] = session
-                registered = True
-            await cwriter.drain()
-
-    def _refresh_catalog(self) -> None:
+    def refresh_catalog(self) -> None:
         """After DDL, read the catalog again (once at a time) so `*` and OIDs stay right."""
         catalog = self.analyzer.catalog if self.analyzer else None
         if catalog is None or (self._refreshing is not None and not self._refreshing.done()):
@@ -221,9 +87,10 @@ class Proxy:
             except Exception as exc:  # a stale catalog degrades analysis, never traffic
                 log.warning("catalog refresh failed: %s", exc)
 
-        self._refreshing = asyncio.create_task(refresh())
+        self._refreshing = asyncio.get_running_loop().create_task(refresh())
 
-    async def _cancel(self, key: tuple[int, int]) -> None:
+    async def cancel(self, key: tuple[int, int]) -> None:
+        """Forward a CancelRequest with the upstream's key for the session that owns `key`."""
         session = self.by_key.get(key)
         if session is None or session.upstream_key is None:
             log.info("cancel request for an unknown key ignored")
@@ -243,6 +110,22 @@ class Proxy:
             await asyncio.wait_for(reader.read(), self.connect_timeout)
         writer.close()
         log.info("cancel request forwarded for session %s", session.session_id)
+
+    async def drain(self, bound: float) -> None:
+        """Let in-flight statements finish (within `bound` s), then close every connection."""
+        for conn in list(self.connections):
+            conn.draining = True
+            if conn.session is None or conn.session.idle:
+                conn.fail(
+                    "57P01", "scalple: terminating connection because the proxy is shutting down"
+                )
+        deadline = asyncio.get_running_loop().time() + bound
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.fail("57P01", "scalple: terminating connection because the proxy is shutting down")
+        await asyncio.sleep(0)
+        await self.batcher.drain()
 
 
 async def build_analyzer(config: Config) -> Analyzer:
@@ -274,9 +157,13 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = await asyncio.start_server(
-        proxy.handle, host.strip("[]"), int(port), limit=READ_SIZE * 2, reuse_address=True
-    )
+    try:
+        server = await loop.create_server(
+            lambda: ClientConnection(proxy), host.strip("[]"), int(port), reuse_address=True
+        )
+    except OSError as exc:
+        await sink.aclose()
+        raise ConfigError(f"cannot listen on {config['listen']}: {exc.strerror}") from exc
     where = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
     log.info(
         "listening on %s, upstream %s:%s, ledger %s (%s)",
@@ -293,16 +180,19 @@ async def serve(
         await stop.wait()
     finally:
         server.close()
-        if proxy.tasks:
-            _, still = await asyncio.wait(set(proxy.tasks), timeout=10)
-            for t in still:
-                t.cancel()
+        log.info("draining %d connection(s)", len(proxy.connections))
+        await proxy.drain(DRAIN_SECONDS)
         await sink.aclose()
         log.info("stopped; ledger closed")
 
 
 def run(config: Config) -> None:
     setup_logging(config["log_format"], config["log_level"])
+    # A server makes many short-lived objects per statement and few long-lived ones: collect
+    # the young generation less often, and keep what startup built out of full collections.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds

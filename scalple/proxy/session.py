@@ -34,6 +34,7 @@ from scalple.proxy.identity import Claim
 # Queue item kinds: what the upstream owes us, in order.
 PARSE, BIND, DESCRIBE_S, DESCRIBE_P, EXECUTE, CLOSE, SYNC, QUERY, FUNCTION = range(9)
 PROBE_NAME: Final = "scalple_refused"
+PLAN_CACHE: Final = 256
 PROBE_SQL: Final = "SCALPLE REFUSED THIS STATEMENT"
 _UNATTRIBUTED_HINT: Final = (
     "attribute it with SET scalple.user = 'name', a /*user='name'*/ comment, "
@@ -179,6 +180,9 @@ class Session:
         self.analyzer = analyzer
         self._copy_in: Run | None = None
         self.ddl_done = False  # a DDL statement succeeded: the catalog may have changed
+        # Result rows are read for subjects only when some column names one.
+        self._subject_columns = bool(analyzer and analyzer.policy.subject_columns)
+        self._plans: dict[tuple[object, ...], ResultPlan | None] = {}
         self.client_addr = client_addr
         self.client_port = client_port
         self.now_us = now_us
@@ -210,6 +214,11 @@ class Session:
             if claim is not None and claim.actor:
                 return claim
         return None
+
+    @property
+    def idle(self) -> bool:
+        """Ready, and the upstream owes nothing: the connection can close without losing work."""
+        return self.phase == "ready" and not self._queue
 
     @property
     def client_pending(self) -> int:
@@ -640,12 +649,19 @@ class Session:
 
     def _plan(self, fields: tuple[codec.Field, ...] | None, run: Run) -> ResultPlan | None:
         """Which result columns carry subject identifiers, from RowDescription's OIDs."""
-        if self.analyzer is None or not fields:
+        if not self._subject_columns or self.analyzer is None or not fields:
             return None
-        plan = self.analyzer.result_plan(
-            [ResultField(f.name, f.table_oid, f.attnum, f.type_oid, f.format) for f in fields],
-            run.analysis,
-        )
+        key = (fields, run.analysis.fingerprint if run.analysis else None)
+        if key in self._plans:
+            plan = self._plans[key]
+        else:
+            plan = self.analyzer.result_plan(
+                [ResultField(f.name, f.table_oid, f.attnum, f.type_oid, f.format) for f in fields],
+                run.analysis,
+            )
+            if len(self._plans) >= PLAN_CACHE:
+                self._plans.clear()
+            self._plans[key] = plan
         if plan is not None and run.subjects is None:
             run.subjects = SubjectSet(self.analyzer.policy.subject_cap)
         return plan
@@ -690,7 +706,10 @@ class Session:
                 head.runs[0].suspended = True
                 queue.popleft()
         elif mtype == 0x54:  # T RowDescription
-            self._row_description(head, codec.decode_row_description(body))
+            if self._subject_columns:
+                self._row_description(head, codec.decode_row_description(body))
+            elif head is not None and head.kind in (DESCRIBE_S, DESCRIBE_P):
+                queue.popleft()
         elif mtype == 0x47:  # G CopyInResponse
             self._copy_plan(head.run if head else None, incoming=True)
         elif mtype == 0x48:  # H CopyOutResponse

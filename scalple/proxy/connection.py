@@ -1,0 +1,322 @@
+"""A client connection and its upstream connection as asyncio protocols around one Session.
+
+Bytes from the client go through the session; what must be written ahead waits for the ledger
+(reading from that client paused meanwhile), then goes upstream. Bytes from the upstream go
+through the session to the client. Each side's full write buffer pauses reading on the other, so
+a large result streams through in bounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, cast
+
+from scalple.proxy import codec
+from scalple.proxy.session import Session, Step
+
+if TYPE_CHECKING:
+    from scalple.proxy.server import Proxy
+
+log = logging.getLogger("scalple.proxy")
+LINGER_SECONDS = 1.0
+HOLD_LIMIT = 1 << 20
+
+
+def fatal(sqlstate: str, text: str) -> bytes:
+    return codec.encode_error(sqlstate, text, severity="FATAL")
+
+
+class ClientConnection(asyncio.Protocol):
+    """The client side: owns the session and the upstream connection."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.transport: asyncio.Transport | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.session: Session | None = None
+        self.closed = False
+        self.failed = False
+        self.draining = False
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._socket_paused = False
+        self._pauses: set[str] = set()
+        self._stall: asyncio.TimerHandle | None = None
+        self._registered = False
+
+    # --- asyncio callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
+        peer = self.transport.get_extra_info("peername") or ("unknown", None)
+        self.session = Session(
+            self.proxy.policy, str(peer[0]), peer[1], self.proxy.clock, analyzer=self.proxy.analyzer
+        )
+        self.proxy.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.failed:
+            return
+        if self._pauses:  # bytes read while waiting: keep them, in order
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes > HOLD_LIMIT:
+                self._pause_socket()
+            return
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        assert self.session is not None
+        try:
+            step = self.session.client_data(data)
+        except codec.ProtocolViolation as exc:
+            self.fail(exc.sqlstate, f"scalple: {exc}", warn=True)
+            return
+        except Exception:  # the proxy never goes down for one client's sake
+            log.exception("internal error on a client connection")
+            self.fail("XX000", "scalple: internal error; connection closed")
+            return
+        self._handle(step)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._stall is not None:
+            self._stall.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.session is not None:
+            self.proxy.batcher.record(self.session.close_out())
+            self.proxy.by_key.pop(self.session.client_key, None)
+        self.proxy.connections.discard(self)
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    # --- the flow --------------------------------------------------------------------------------
+
+    def _handle(self, step: Step) -> None:
+        if step.client and self.transport is not None:
+            self.transport.write(b"".join(step.client))
+        if step.cancel is not None:
+            self.proxy.spawn(self.proxy.cancel(step.cancel))
+            self.close()
+            return
+        if self.upstream is None:
+            assert self.session is not None
+            if self.session.phase == "startup":
+                self.close() if step.close else self._arm_stall()
+                return
+            self.pause("connect")
+            self.proxy.spawn(self._connect(step))
+            return
+        self._write_ahead(step)
+
+    def _write_ahead(self, step: Step) -> None:
+        if not step.write_ahead:
+            self._forward(step)
+            return
+        self.pause("ledger")
+        self.proxy.batcher.write_ahead(step.write_ahead, lambda error: self._durable(step, error))
+
+    def _durable(self, step: Step, error: BaseException | None) -> None:
+        if error is not None and self.session is not None:
+            log.error("write-ahead failed, refusing statements: %s", error)
+            self.session.refuse_unwritten(step, str(error))
+        self._forward(step)
+        self.resume("ledger")
+
+    def _forward(self, step: Step) -> None:
+        if self.closed or self.upstream is None:
+            return
+        if step.upstream:
+            self.upstream.write(
+                step.upstream[0] if len(step.upstream) == 1 else b"".join(step.upstream)
+            )
+        if step.records:
+            self.proxy.batcher.record(step.records)
+        if step.close:
+            self.close()
+        else:
+            self._arm_stall()
+
+    async def _connect(self, step: Step) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = self.proxy.upstream
+        try:
+            _, upstream = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self), host, port),
+                self.proxy.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            reason = exc or "timeout"
+            log.error("cannot reach upstream %s:%s: %s", host, port, reason)
+            self.fail(
+                "08001", f"scalple: cannot reach the upstream database at {host}:{port} ({reason})"
+            )
+            return
+        if self.closed:
+            upstream.close()
+            return
+        self.upstream = upstream
+        self._write_ahead(step)
+        self.resume("connect")
+
+    # --- upstream events -------------------------------------------------------------------------
+
+    def from_upstream(self, data: bytes) -> None:
+        session = self.session
+        if session is None or self.transport is None or self.closed:
+            return
+        try:
+            step = session.server_data(data)
+        except Exception:
+            log.exception("internal error reading from the upstream")
+            self.fail("XX000", "scalple: internal error; connection closed")
+            return
+        if step.client:
+            self.transport.write(step.client[0] if len(step.client) == 1 else b"".join(step.client))
+        if step.records:
+            self.proxy.batcher.record(step.records)
+        if not self._registered and session.upstream_key is not None:
+            self.proxy.by_key[session.client_key] = session
+            self._registered = True
+        if session.ddl_done:
+            session.ddl_done = False
+            self.proxy.refresh_catalog()
+        if self.draining and session.idle:
+            self.fail("57P01", "scalple: terminating connection because the proxy is shutting down")
+
+    def upstream_lost(self) -> None:
+        if self.closed or self.session is None:
+            return
+        if self.session.phase == "ready":
+            self.fail("08006", "scalple: the upstream database closed the connection")
+        else:
+            self.close()
+
+    # --- control ---------------------------------------------------------------------------------
+
+    def pause(self, reason: str) -> None:
+        """Hold the client's bytes until `resume(reason)`.
+
+        Waiting for the ledger only holds them in memory (a client mostly waits for its answer
+        anyway, and pausing the socket costs two system calls a statement); the socket itself
+        is paused for the other reasons, or once `HOLD_LIMIT` bytes are held.
+        """
+        if reason != "ledger":
+            self._pause_socket()
+        self._pauses.add(reason)
+
+    def resume(self, reason: str) -> None:
+        self._pauses.discard(reason)
+        while self._held and not self._pauses and not self.closed:
+            data = self._held.pop(0)
+            self._held_bytes -= len(data)
+            self.data_received(data)
+        if not self._pauses and self._socket_paused and not self.closed:
+            self._socket_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+
+    def _pause_socket(self) -> None:
+        if not self._socket_paused and self.transport is not None:
+            self._socket_paused = True
+            self.transport.pause_reading()
+
+    def _arm_stall(self) -> None:
+        if self.session is not None and self.session.client_pending and not self.closed:
+            self._stall = asyncio.get_running_loop().call_later(
+                self.proxy.stall_timeout, self._stalled
+            )
+
+    def _stalled(self) -> None:
+        self.fail(
+            "08P01",
+            f"scalple: client stalled for {self.proxy.stall_timeout:g}s in the middle of a message",
+            warn=True,
+        )
+
+    def fail(self, sqlstate: str, message: str, *, warn: bool = False) -> None:
+        """End this connection with a FATAL ErrorResponse; nothing else is affected.
+
+        The write side is shut and what the client still sends is read and dropped for a moment
+        before closing: closing with unread bytes would reset the connection, and the client
+        would never see the error.
+        """
+        if warn:
+            log.warning("closing client connection: %s", message)
+        if self.upstream is not None:
+            self.upstream.close()
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.failed:
+            return
+        self.failed = True
+        transport.write(fatal(sqlstate, message))
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._held.clear()
+        self._pauses.clear()
+        self._socket_paused = False
+        with contextlib.suppress(RuntimeError):
+            transport.resume_reading()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+
+    def eof_received(self) -> bool | None:
+        self.close()
+        return None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if self.upstream is not None:
+            self.upstream.close()
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """The upstream side: hands everything to its client connection."""
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.client.from_upstream(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.upstream_lost()
+
+    def pause_writing(self) -> None:
+        self.client.pause("upstream full")
+
+    def resume_writing(self) -> None:
+        self.client.resume("upstream full")
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
