@@ -118,11 +118,6 @@ def test_a_bad_file_names_the_line_and_the_setting(
     assert expected in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scalple.cli.main.main prints the message as rich markup, which eats '[ledger]'; "
-    "needs rich.markup.escape(str(exc)) there (main.py is not this suite's to edit)",
-)
 def test_a_bad_file_reaches_the_user_as_one_line_and_exit_2(tmp_path: Path) -> None:
     path = write(tmp_path, '[ledger]\ndurability = "sometimes"\n')
     proc = subprocess.run(

@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from scalple import __version__
 from scalple.errors import ScalpleError
@@ -17,6 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    # Our completions are generated into completions/ (scripts/gen_docs.py); typer's dynamic
+    # ones would start Python on every TAB and conflict with them.
+    add_completion=False,
 )
 
 # Each module defines `register(app)`; add a line here to add a command.
@@ -55,7 +59,10 @@ def main() -> None:
     try:
         app()
     except ScalpleError as exc:
-        Console(stderr=True).print(f"[bold red]scalple:[/] {exc}", highlight=False, markup=True)
+        # Messages quote config ([ledger]) and SQL: print them as text, never as markup.
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]scalple:[/] {escape(str(exc))}", highlight=False
+        )
         sys.exit(exc.exit_code)
 
 

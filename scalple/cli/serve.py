@@ -10,21 +10,21 @@ from scalple import config as cfg
 
 
 def serve(
-    listen: str | None = typer.Option(None, help="HOST:PORT to listen on [env SCALPLE_LISTEN]."),
+    listen: str | None = typer.Option(None, help="HOST:PORT to listen on \\[env SCALPLE_LISTEN]."),
     upstream: str | None = typer.Option(
-        None, help="postgresql://HOST:PORT of PgBouncer or PostgreSQL [env SCALPLE_UPSTREAM]."
+        None, help="postgresql://HOST:PORT of PgBouncer or PostgreSQL \\[env SCALPLE_UPSTREAM]."
     ),
-    ledger: str | None = typer.Option(None, help="Ledger directory [env SCALPLE_LEDGER]."),
+    ledger: str | None = typer.Option(None, help="Ledger directory \\[env SCALPLE_LEDGER]."),
     durability: str | None = typer.Option(
-        None, help="fsync (default) or os [env SCALPLE_DURABILITY]."
+        None, help="fsync (default) or os \\[env SCALPLE_DURABILITY]."
     ),
     require_identity: bool | None = typer.Option(
         None,
         "--require-identity/--allow-anonymous",
-        help="Refuse statements without an identity [env SCALPLE_REQUIRE_IDENTITY].",
+        help="Refuse statements without an identity \\[env SCALPLE_REQUIRE_IDENTITY].",
     ),
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="TOML config file [env SCALPLE_CONFIG]."
+        None, "--config", "-c", help="TOML config file \\[env SCALPLE_CONFIG]."
     ),
 ) -> None:
     """Run the audit proxy: relay PostgreSQL traffic, recording every statement first."""
