@@ -288,3 +288,13 @@ def test_events_view_leaves_out_a_torn_last_line(tmp_path: Path) -> None:
     with journal.open("ab") as f:
         f.write(b'{"v":1,"kind":"statement","event_id":"torn')
     assert [r["seq"] for r in events(tmp_path / "ledger")] == [1, 2]
+
+
+def test_undecodable_client_text_is_recorded_not_refused(tmp_path: Path) -> None:
+    s = sink(tmp_path)
+    s.append_sync([AuditEvent(kind="statement", event_id="x", ts_start=1, statement="a\udcff")])
+    s.append_sync([statement(2)])
+    s.close()
+    rows = events(tmp_path / "ledger")
+    assert rows[0]["statement"] == "a\ufffd" and [r["seq"] for r in rows] == [1, 2]
+    assert intact(tmp_path)

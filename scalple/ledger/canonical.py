@@ -11,6 +11,7 @@ canonical form of older events: keep each version's field list when that day com
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Final
 
 import msgspec
@@ -36,9 +37,11 @@ def chain(event: AuditEvent, seq: int, prev_hash: str) -> tuple[bytes, str]:
 
 def chain_into(out: list[bytes], event: AuditEvent, seq: int, prev_hash: str) -> str:
     """Append the journal line of `event` at `seq` to `out` as pieces; return its hash."""
-    canonical = _encoder.encode(
-        msgspec.structs.replace(event, seq=seq, prev_hash=prev_hash, hash="")
-    )
+    placed = msgspec.structs.replace(event, seq=seq, prev_hash=prev_hash, hash="")
+    try:
+        canonical = _encoder.encode(placed)
+    except UnicodeEncodeError:
+        canonical = _encoder.encode(_valid_utf8(placed))
     digest = hashlib.sha256(EVENT_DOMAIN + canonical).hexdigest()
     # Splice the hash into the final "" without copying the record: joined once per batch.
     out += (canonical[:-2], digest.encode(), _LINE_END)
@@ -66,3 +69,20 @@ def canonical_bytes(event: AuditEvent) -> bytes:
 
 def decode_line(line: bytes) -> AuditEvent:
     return _decoder.decode(line)
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: object) -> object:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, tuple):
+        return tuple(_text(v) for v in value)
+    return value
+
+
+def _valid_utf8(event: AuditEvent) -> AuditEvent:
+    """`event` with lone surrogates (undecodable client bytes) shown as U+FFFD: still recorded."""
+    fields = {f: _text(getattr(event, f)) for f in event.__struct_fields__}
+    return AuditEvent(**fields)  # type: ignore[arg-type]

@@ -146,10 +146,12 @@ class LedgerSink:
         with self._lock:
             if self._failed is not None or self._closing:
                 raise LedgerUnavailable(self._why())
-            seq, last, staged = self._seq, self._last_hash, self._staged
+            seq, last, lines = self._seq, self._last_hash, list[bytes]()
             for event in events:
-                last = chain_into(staged, event, seq, last)
+                last = chain_into(lines, event, seq, last)
                 seq += 1
+            # Only now: an event that failed to encode must not leave a hole in the chain.
+            self._staged += lines
             self._seq, self._last_hash = seq, last
             if waiter is not None:
                 self._waiters.append(waiter)
