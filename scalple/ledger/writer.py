@@ -125,6 +125,8 @@ class LedgerSink:
         self._failed: BaseException | None = None
         self._closing = False
         self._lost = 0
+        self.writes = 0  # write() calls and fdatasync() calls so far: group commit at work
+        self.syncs = 0
         last = state.last_hash
         self._live = state.live or Pending(
             self.layout.journal(state.next_seq), state.next_seq, 0, last, last
@@ -226,6 +228,7 @@ class LedgerSink:
             log.error("audit journal write failed: %s; refusing statements from now on", exc)
             return LedgerUnavailable(self._why())
         self._size += len(data)
+        self.writes += 1
         self._live.count = self._seq - self._live.first_seq  # all staged is written now
         self._live.last_hash = self._last_hash
         return None
@@ -234,6 +237,7 @@ class LedgerSink:
         with self._fd_lock:
             try:
                 os.fdatasync(self._fd)
+                self.syncs += 1
             except OSError as exc:
                 self._failed = exc
                 log.error("audit journal fsync failed: %s; refusing statements from now on", exc)
