@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scalple.sandbox import Sandbox, postgres_bindir  # noqa: E402
-from tests.proxyproc import ProxyProc  # noqa: E402
+from scalple.sandbox import Sandbox, postgres_bindir
+from tests.proxyproc import ProxyProc
 
 NO_ANALYSIS = (
     "import sys, scalple.proxy.server as s\n"
@@ -36,9 +36,31 @@ NO_ANALYSIS = (
 def pgbench(port: int, seconds: int, clients: int, mode: str) -> float:
     env = {**os.environ, "PGPASSWORD": "app_secret"}
     out = subprocess.run(
-        [str(postgres_bindir() / "pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "app_user",
-         "-S", "-n", "-M", mode, "-c", str(clients), "-j", "2", "-T", str(seconds), "app"],
-        capture_output=True, text=True, env=env, check=True)
+        [
+            str(postgres_bindir() / "pgbench"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "app_user",
+            "-S",
+            "-n",
+            "-M",
+            mode,
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            "app",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     m = re.search(r"tps = ([\d.]+) \((?:without|excluding)", out.stdout)
     if m is None:
         raise RuntimeError(out.stdout + out.stderr)
@@ -72,14 +94,31 @@ def main() -> None:
         sb.start_postgres()
         sb.start_pgbouncer()
         env = {**os.environ, "PGPASSWORD": "app_secret"}
-        subprocess.run([str(postgres_bindir() / "pgbench"), "-h", "127.0.0.1", "-p",
-                        str(sb.pg_port), "-U", "app_user", "-i", "-s", "10", "-q", "app"],
-                       check=True, capture_output=True, env=env)
+        subprocess.run(
+            [
+                str(postgres_bindir() / "pgbench"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(sb.pg_port),
+                "-U",
+                "app_user",
+                "-i",
+                "-s",
+                "10",
+                "-q",
+                "app",
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
         proxies = {
             "scalple fsync": start_proxy(sb, work, "fsync"),
             "scalple os": start_proxy(sb, work, "os", "--durability", "os"),
-            "scalple os, no analysis": start_proxy(sb, work, "raw", "--durability", "os",
-                                                   analysis=False),
+            "scalple os, no analysis": start_proxy(
+                sb, work, "raw", "--durability", "os", analysis=False
+            ),
         }
         targets = {"postgres direct": sb.pg_port, "pgbouncer": sb.bouncer_port}
         targets |= {name: p.port for name, p in proxies.items()}
@@ -89,13 +128,14 @@ def main() -> None:
             tps[name] = pgbench(port, args.seconds, args.clients, args.mode)
             print(f"{name:26} {tps[name]:10.0f} tps", flush=True)
         base = tps["pgbouncer"]
-        print(f"\npgbench -S -M {args.mode} -c {args.clients} -T {args.seconds} "
-              f"(2 cores, shared)")
+        print(f"\npgbench -S -M {args.mode} -c {args.clients} -T {args.seconds} (2 cores, shared)")
         print(f"{'path':26} {'tps':>10} {'× pgbouncer':>12}")
         for name, value in tps.items():
             print(f"{name:26} {value:10.0f} {value / base:12.2f}")
-        print("target: scalple ≥ 0.80 × pgbouncer; analysis on ≥ 0.90 × off: "
-              f"{tps['scalple os'] / tps['scalple os, no analysis']:.2f}")
+        print(
+            "target: scalple ≥ 0.80 × pgbouncer; analysis on ≥ 0.90 × off: "
+            f"{tps['scalple os'] / tps['scalple os, no analysis']:.2f}"
+        )
         for p in proxies.values():
             p.stop()
         copy_rss(sb, work, args.copy_mb)
@@ -111,14 +151,32 @@ def copy_rss(sb: Sandbox, work: Path, megabytes: int) -> None:
     env = {**os.environ, "PGPASSWORD": "app_secret"}
     started = time.monotonic()
     with open(os.devnull, "wb") as sink:
-        subprocess.run([str(postgres_bindir() / "psql"), "-X", "-h", "127.0.0.1", "-p",
-                        str(proxy.port), "-U", "app_user", "-d", "app", "-c", sql],
-                       stdout=sink, check=True, env=env)
+        subprocess.run(
+            [
+                str(postgres_bindir() / "psql"),
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(proxy.port),
+                "-U",
+                "app_user",
+                "-d",
+                "app",
+                "-c",
+                sql,
+            ],
+            stdout=sink,
+            check=True,
+            env=env,
+        )
     took = time.monotonic() - started
     rss = peak_rss_mb(proxy.proc.pid)
     proxy.stop()
-    print(f"\nCOPY TO STDOUT of {megabytes} MB through scalple: {took:.1f} s, "
-          f"{megabytes / took:.0f} MB/s, proxy peak RSS {rss:.0f} MB (target < 150 MB)")
+    print(
+        f"\nCOPY TO STDOUT of {megabytes} MB through scalple: {took:.1f} s, "
+        f"{megabytes / took:.0f} MB/s, proxy peak RSS {rss:.0f} MB (target < 150 MB)"
+    )
 
 
 if __name__ == "__main__":
