@@ -354,6 +354,11 @@ def test_actor_view(ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
     assert sum(d["distinct_subjects"] for d in days) == 403  # 400 crowd + 42 + 43 + 3
     code, out, _ = run(capsys, "dsar", "-c", str(ledger.config), "--actor", "bob@corp.example")
     assert code == 0 and "Bulk reads" in out
+    ledger.seal()
+    update_index(ledger.root)  # now the access rows of the index answer, not the segments
+    indexed = dsar_json(capsys, ledger, "--actor", "bob@corp.example", "--limit", "10")
+    for part in ("statements_total", "days", "tables", "bulk_reads", "errors", "statements"):
+        assert indexed[part] == answer[part], part
 
 
 def test_since_and_until(ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:

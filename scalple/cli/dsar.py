@@ -78,7 +78,8 @@ def dsar(
         settings = cfg.load(config, {"ledger": str(ledger) if ledger else None})
         req = Request(settings.ledger_dir, public_key, verify, since, until)  # type: ignore[arg-type]
         if subject:
-            _subject(run_subject(settings, req, subject), fmt, out, req.ledger)
+            answer = run_subject(settings, req, subject, proof=fmt == "html")
+            _subject(answer, fmt, out, req.ledger)
         else:
             assert actor is not None
             _actor(run_actor(settings, req, actor, limit), fmt, out)

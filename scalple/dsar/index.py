@@ -11,7 +11,6 @@ Everything here is rebuilt from the sealed segments; deleting the directory lose
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -32,6 +31,8 @@ MANIFEST: Final = "manifest.json"
 ROW_GROUP_ROWS: Final = 65_536
 MAX_RUNS: Final = 8
 SK_HEX: Final = 15  # 60 bits: a positive BIGINT
+ACCESS_DIR: Final = "access"
+ACCESS_ROW_GROUP_ROWS: Final = 2048
 
 Progress = Callable[[int], None]
 
@@ -149,11 +150,23 @@ CREATE OR REPLACE TEMP TABLE paired AS
   LEFT JOIN rec b ON b.event_id = a.event_id AND b.kind <> a.kind
   LEFT JOIN pending c ON a.kind = 'outcome' AND c.event_id = a.event_id;
 COPY (
-  SELECT {_sk_sql("unnest(subjects)")} AS sk, seq, partner FROM paired WHERE len(subjects) > 0
+  SELECT {_sk_sql("unnest(subjects)")} AS sk, seq, partner, kind = 'outcome' AS res
+  FROM paired WHERE len(subjects) > 0
   UNION ALL
-  SELECT unnest(c.sks) AS sk, c.seq, p.seq AS partner
+  SELECT unnest(c.sks) AS sk, c.seq, p.seq AS partner, false AS res
   FROM pending c JOIN paired p ON p.kind = 'outcome' AND p.event_id = c.event_id
 ) TO {{out}} (FORMAT parquet, COMPRESSION zstd);
+COPY (
+  SELECT s.seq, p.partner AS oseq, s.event_id, s.ts_start, s.actor, s.actor_email,
+         s.identity_source, s.client_addr, s.client_port, s.application_name, s.db_role,
+         s.database, s.audit_class, s.tables, s.columns, o.rows, coalesce(o.status, s.status)
+         AS status, o.sqlstate, s.statement,
+         list_transform(list_distinct(list_concat(s.subjects, coalesce(o.subjects, []))),
+                        lambda x: {_sk_sql("x")}) AS sks
+  FROM read_parquet({{path}}) s JOIN paired p ON p.seq = s.seq
+  LEFT JOIN read_parquet({{path}}) o ON o.kind = 'outcome' AND o.event_id = s.event_id
+  WHERE s.kind = 'statement' ORDER BY s.seq
+) TO {{access}} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ACCESS_ROW_GROUP_ROWS});
 CREATE OR REPLACE TEMP TABLE pending AS
   SELECT * FROM pending c
   WHERE NOT EXISTS (SELECT 1 FROM paired p WHERE p.kind = 'outcome' AND p.event_id = c.event_id)
@@ -171,7 +184,7 @@ def _sorted_copy(con: duckdb.DuckDBPyConnection, sources: Sequence[Path], out: P
     files = ", ".join(quote(p) for p in sources)
     tmp = out.with_name(out.name + ".tmp")
     con.execute(
-        f"COPY (SELECT sk, seq, partner FROM read_parquet([{files}]) ORDER BY sk, seq) "
+        f"COPY (SELECT sk, seq, partner, res FROM read_parquet([{files}]) ORDER BY sk, seq) "
         f"TO {quote(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
     )
     os.replace(tmp, out)
@@ -220,7 +233,11 @@ def update_index(
         _load_pending(con, manifest.pending)
         for seg in todo:
             out = state.root / "tmp" / f"chunk-{seg.first_seq:020d}.parquet"
-            con.execute(_CHUNK_SQL.format(path=quote(seg.parquet), out=quote(out)))
+            access = state.root / ACCESS_DIR / seg.parquet.name
+            access.parent.mkdir(exist_ok=True)
+            con.execute(
+                _CHUNK_SQL.format(path=quote(seg.parquet), out=quote(out), access=quote(access))
+            )
             chunks.append(out)
             manifest.segments.append((seg.parquet.name, checkpoint_digest(seg)))
             advance(seg.last_seq - seg.first_seq + 1)
@@ -253,18 +270,42 @@ def _merge_runs(con: duckdb.DuckDBPyConnection, root: Path, runs: list[str]) -> 
     return name
 
 
-def lookup(
-    con: duckdb.DuckDBPyConnection, state: IndexState, sks: Sequence[int]
-) -> list[tuple[int, int | None]]:
-    """(seq, partner) of every indexed record naming one of `sks`."""
+@dataclass(frozen=True)
+class Hit:
+    """An indexed record naming a subject: its seq, its partner's, and whether it is an outcome."""
+
+    sk: int
+    seq: int
+    partner: int | None
+    result: bool
+
+    @property
+    def statement_seq(self) -> int | None:
+        return self.partner if self.result else self.seq
+
+
+def lookup(con: duckdb.DuckDBPyConnection, state: IndexState, sks: Sequence[int]) -> list[Hit]:
+    """Every indexed record naming one of `sks`."""
     if state.stale or not state.runs or not sks:
         return []
     files = ", ".join(quote(p) for p in state.runs)
     keys = ", ".join(str(int(k)) for k in sks)
     rows = con.execute(
-        f"SELECT seq, partner FROM read_parquet([{files}]) WHERE sk IN ({keys})"
+        f"SELECT sk, seq, partner, res FROM read_parquet([{files}]) WHERE sk IN ({keys})"
     ).fetchall()
-    return [(int(s), None if p is None else int(p)) for s, p in rows]
+    return [Hit(int(k), int(s), None if p is None else int(p), bool(r)) for k, s, p, r in rows]
+
+
+def access_files(state: IndexState) -> list[Path]:
+    """Access rows of every indexed segment ([] when the index is stale or absent)."""
+    if state.stale:
+        return []
+    return [state.root / ACCESS_DIR / name for name, _ in state.manifest.segments]
+
+
+def access_file(state: IndexState, segment: str) -> Path:
+    """Statement rows (with their outcome's rows and status) of one segment, by seq."""
+    return state.root / ACCESS_DIR / segment
 
 
 def pending_seq(state: IndexState) -> dict[str, int]:
@@ -279,11 +320,3 @@ def describe(state: IndexState) -> dict[str, Any]:
         "runs": [p.name for p in state.runs],
         "stale": state.stale,
     }
-
-
-def drop_index(ledger: Path) -> None:
-    shutil.rmtree(index_dir(ledger), ignore_errors=True)
-
-
-def manifest_json(ledger: Path) -> str:
-    return json.dumps(describe(open_index(ledger)))

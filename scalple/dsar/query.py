@@ -14,7 +14,17 @@ from typing import Any, Final
 
 import duckdb
 
-from scalple.dsar.index import IndexState, lookup, open_index, pending_seq, sealed_segments, sk_of
+from scalple.dsar.index import (
+    Hit,
+    IndexState,
+    access_file,
+    access_files,
+    lookup,
+    open_index,
+    pending_seq,
+    sealed_segments,
+    sk_of,
+)
 from scalple.dsar.proof import Coverage, Verification, coverage
 from scalple.dsar.subjects import SubjectKey
 from scalple.ledger.columns import SELECT_COLUMNS
@@ -180,20 +190,41 @@ def _window(accesses: list[Access], since: int | None, until: int | None) -> lis
 
 
 def _partners_missing(records: Iterable[Record]) -> set[str]:
+    """Statements written ahead whose outcome is not at hand, and outcomes without statement."""
     kinds: dict[str, set[str]] = {}
+    waits: set[str] = set()
     for r in records:
         kinds.setdefault(r["event_id"], set()).add(r["kind"])
-    return {e for e, k in kinds.items() if k != {"statement", "outcome"}}
+        if r["kind"] == "outcome" or r["status"] == "pending":
+            waits.add(r["event_id"])
+    return {e for e, k in kinds.items() if k != {"statement", "outcome"} and e in waits}
 
 
 def find_subject_records(
-    con: duckdb.DuckDBPyConnection, ledger: Path, state: IndexState, keys: Sequence[SubjectKey]
+    con: duckdb.DuckDBPyConnection,
+    ledger: Path,
+    state: IndexState,
+    keys: Sequence[SubjectKey],
+    *,
+    full: bool = False,
 ) -> list[Record]:
-    """Every record naming one of `keys`, with the other record of each such statement."""
+    """Every record naming one of `keys`, with the other record of each such statement.
+
+    Unless `full`, indexed statements come from the index's access rows (small row groups, only
+    what an answer shows); `full` reads every field from the segments, as a proof needs.
+    """
     hashes = sorted({k.hash for k in keys})
-    hits = lookup(con, state, sorted({sk_of(h) for h in hashes}))
-    seqs = {s for s, _ in hits} | {p for _, p in hits if p is not None}
-    records = _fetch_sealed(con, ledger, seqs)
+    by_sk = {sk_of(h): h for h in hashes}
+    hits = lookup(con, state, sorted(by_sk))
+    records: list[Record] = []
+    slow = set()
+    if full:
+        slow = {h.seq for h in hits} | {h.partner for h in hits if h.partner is not None}
+    else:
+        fast, rest = _access_rows(con, ledger, state, hits, by_sk)
+        records += fast
+        slow = rest
+    records += _fetch_sealed(con, ledger, slow)
     records += _scan_unindexed(con, state.upto, hashes, set())
     missing = _partners_missing(records)
     if missing:
@@ -204,6 +235,74 @@ def find_subject_records(
     if missing := _partners_missing(records):
         records += _by_event_id(con, "true", missing)  # not where expected: look everywhere
     return _with_segments(ledger, records)
+
+
+_ACCESS_COLUMNS: Final = (
+    "seq, oseq, event_id, ts_start, actor, actor_email, identity_source, client_addr, "
+    "client_port, application_name, db_role, database, audit_class, tables, columns, rows, "
+    "status, sqlstate, statement"
+)
+
+
+def _access_rows(
+    con: duckdb.DuckDBPyConnection,
+    ledger: Path,
+    state: IndexState,
+    hits: Sequence[Hit],
+    by_sk: dict[int, str],
+) -> tuple[list[Record], set[int]]:
+    """Statement and outcome records rebuilt from access rows (fields an answer shows, plus the
+    subject where the index saw it); seqs to read from segments instead, where rows lack it."""
+    st_hits: dict[int, list[Hit]] = {}
+    slow: set[int] = set()
+    for h in hits:
+        st = h.statement_seq
+        if st is None:
+            slow.add(h.seq)
+        else:
+            st_hits.setdefault(st, []).append(h)
+    segments = sealed_segments(Layout(ledger))
+    firsts = [s.first_seq for s in segments]
+    files = set()
+    for seq in st_hits:
+        i = bisect.bisect_right(firsts, seq) - 1
+        files.add(access_file(state, segments[i].parquet.name))
+    if not st_hits or not all(f.exists() for f in files):
+        return [], slow | set(st_hits) | {h.partner for h in hits if h.partner is not None}
+    paths = ", ".join(quote(p) for p in sorted(files))
+    rows = _rows(
+        con.execute(
+            f"SELECT {_ACCESS_COLUMNS} FROM read_parquet([{paths}]) "
+            f"WHERE seq IN ({_in_list(sorted(st_hits))})"
+        )
+    )
+    records: list[Record] = []
+    for row in rows:
+        group = st_hits[row["seq"]]
+        oseq = row.pop("oseq")
+        named = {False: [], True: []}  # type: dict[bool, list[str]]
+        for h in group:
+            named[h.result].append(by_sk[h.sk])
+        records.append({**row, "kind": "statement", "subjects": named[False], "hash": None})
+        if oseq is None:
+            if row["status"] not in ("pending",):
+                continue  # a statement that never gets an outcome (refused, skipped)
+            slow |= {h.partner for h in group if h.partner is not None}
+            continue
+        records.append(
+            {
+                "kind": "outcome",
+                "seq": oseq,
+                "event_id": row["event_id"],
+                "ts_start": row["ts_start"],
+                "rows": row["rows"],
+                "status": row["status"],
+                "sqlstate": row["sqlstate"],
+                "subjects": named[True],
+                "hash": None,
+            }
+        )
+    return records, slow
 
 
 def _by_event_id(con: duckdb.DuckDBPyConnection, where: str, event_ids: set[str]) -> list[Record]:
@@ -232,12 +331,13 @@ def subject_answer(
     *,
     since: int | None = None,
     until: int | None = None,
+    full: bool = False,
 ) -> SubjectAnswer:
     state = open_index(ledger)
     con = connect()
     try:
         events_view(con, ledger)
-        records = find_subject_records(con, ledger, state, keys)
+        records = find_subject_records(con, ledger, state, keys, full=full)
         cover = coverage(con, ledger, state.upto)
     finally:
         con.close()
@@ -277,19 +377,71 @@ CREATE OR REPLACE TEMP TABLE acts AS
 WITH st AS (
   SELECT seq, event_id, ts_start, identity_source, client_addr, application_name, audit_class,
          tables, statement, status, subjects
-  FROM events WHERE kind = 'statement' AND (actor = $actor OR actor_email = $actor) {window}
+  FROM events WHERE seq > {upto} AND kind = 'statement'
+    AND (actor = $actor OR actor_email = $actor) {window}
 ), oc AS (
   SELECT event_id, rows, status, sqlstate, subjects
-  FROM events WHERE kind = 'outcome' AND event_id IN (SELECT event_id FROM st)
+  FROM events WHERE seq > {upto} AND kind = 'outcome' AND event_id IN (SELECT event_id FROM st)
 )
 SELECT st.seq, st.event_id, st.ts_start, st.identity_source, st.client_addr,
        st.application_name, st.audit_class, st.tables, st.statement,
-       coalesce(oc.status, CASE WHEN st.status = 'pending' THEN 'incomplete' ELSE st.status END)
-         AS status,
-       oc.sqlstate, oc.rows,
+       coalesce(oc.status, st.status) AS status, oc.sqlstate, oc.rows,
        list_distinct(list_concat(st.subjects, coalesce(oc.subjects, []))) AS subjects
 FROM st LEFT JOIN oc USING (event_id)
+{indexed}
 """
+
+# Indexed segments: their access rows hold the statement with its outcome merged in already.
+_ACTOR_INDEXED: Final = """
+UNION ALL
+SELECT seq, event_id, ts_start, identity_source, client_addr, application_name, audit_class,
+       tables, statement, status, sqlstate, rows, list_transform(sks, lambda k: CAST(k AS VARCHAR))
+FROM read_parquet([{files}])
+WHERE (actor = $actor OR actor_email = $actor) {window}
+"""
+
+_LATE_OUTCOMES: Final = """
+UPDATE acts SET status = oc.status, sqlstate = oc.sqlstate, rows = oc.rows,
+  subjects = list_distinct(list_concat(acts.subjects, oc.subjects))
+FROM (SELECT event_id, status, sqlstate, rows,
+             list_transform(subjects, lambda h: CAST({sk} AS VARCHAR)) AS subjects
+      FROM events WHERE kind = 'outcome' AND seq > $first AND event_id IN ({ids})) oc
+WHERE acts.event_id = oc.event_id AND acts.status = 'pending'
+"""
+
+
+def _actor_rows(con: duckdb.DuckDBPyConnection, ledger: Path, actor: str, window: str) -> None:
+    """Table `acts`: the actor's statements, outcome merged, subjects as distinct keys."""
+    state = open_index(ledger)
+    files = [f for f in access_files(state) if f.exists()]
+    full = len(files) == len(state.manifest.segments) and not state.stale
+    upto = state.upto if full else 0
+    indexed = (
+        _ACTOR_INDEXED.format(files=_in_list(map(str, files)), window=window)
+        if full and files
+        else ""
+    )
+    con.execute(_ACTOR_SQL.format(window=window, upto=upto, indexed=indexed), {"actor": actor})
+    if upto:
+        # Indexed subjects are 60-bit keys; make the directly read ones keys too, to count alike.
+        con.execute(
+            f"UPDATE acts SET subjects = list_transform(subjects, lambda h: "
+            f"CAST({_sk_expr('h')} AS VARCHAR)) WHERE seq > {upto}"
+        )
+        late = [
+            r[0]
+            for r in con.execute("SELECT event_id FROM acts WHERE status = 'pending'").fetchall()
+        ]
+        if late:
+            first = con.execute("SELECT min(seq) FROM acts WHERE status = 'pending'").fetchone()[0]  # type: ignore[index]
+            con.execute(
+                _LATE_OUTCOMES.format(ids=_in_list(late), sk=_sk_expr("h")), {"first": first}
+            )
+    con.execute("UPDATE acts SET status = 'incomplete' WHERE status = 'pending'")
+
+
+def _sk_expr(x: str) -> str:
+    return f"CAST(('0x' || substr({x}, 1, 15)) AS BIGINT)"
 
 
 def actor_answer(
@@ -311,7 +463,7 @@ def actor_answer(
     con = connect()
     try:
         events_view(con, ledger)
-        con.execute(_ACTOR_SQL.format(window=window), {"actor": actor})
+        _actor_rows(con, ledger, actor, window)
         total = con.execute("SELECT count(*) FROM acts").fetchone()[0]  # type: ignore[index]
         day = "strftime(make_timestamp(ts_start), '%Y-%m-%d')"
         answer = ActorAnswer(

@@ -79,13 +79,16 @@ def _verified(settings: Config, req: Request) -> Verification:
     return result
 
 
-def run_subject(settings: Config, req: Request, subjects: Sequence[str]) -> SubjectAnswer:
+def run_subject(
+    settings: Config, req: Request, subjects: Sequence[str], *, proof: bool = False
+) -> SubjectAnswer:
+    """`proof` reads every field of each record from the segments (for a report to hand over)."""
     policy = Policy.from_config(settings)
     since, until = parse_time(req.since), parse_time(req.until, end=True)
     secret = load_secret(resolve_key_dir(settings["key_dir"]))
     keys = subject_keys(subjects, policy.subject_columns, policy.search_path, secret)
     verification = _verified(settings, req)
-    return subject_answer(req.ledger, keys, verification, since=since, until=until)
+    return subject_answer(req.ledger, keys, verification, since=since, until=until, full=proof)
 
 
 def run_actor(settings: Config, req: Request, actor: str, limit: int) -> ActorAnswer:

@@ -1,0 +1,134 @@
+"""DSAR latency for one subject and one actor at each ledger size, cold and warm, and memory.
+
+    python bench/bench_dsar.py OUT_1M OUT_10M ...   (directories made by bench/gen_ledger.py)
+
+cold: a fresh `scalple dsar` process (imports, DuckDB start, footers read from disk; the OS page
+cache is not dropped — that needs privileges this machine does not give). warm: the same
+question asked again inside one process. RSS is the peak resident set of the dsar process.
+The first answer over a ledger also rehashes every segment once (remembered in index/); that
+one-time cost is reported apart, as is the index build.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scalple import config as cfg
+from scalple.dsar.index import open_index, update_index
+from scalple.dsar.proof import verify_quick
+from scalple.dsar.run import Request, run_actor, run_subject, trusted_key
+
+
+def _process(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (MiB) and stdout of one `python -m scalple ...` process."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scalple", *args], stdout=subprocess.PIPE, env=env
+    )
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"scalple {' '.join(args)} failed")
+    return wall, usage.ru_maxrss // 1024, out.decode()
+
+
+def _warm(fn: Any, n: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench(out: Path) -> dict[str, Any]:
+    meta = json.loads((out / "meta.json").read_text())
+    ledger = Path(meta["ledger"])
+    config = out / "scalple.toml"
+    env = {**os.environ, "SCALPLE_CONFIG": str(config)}
+    row: dict[str, Any] = {"events": meta["plan"]["events"]}
+    if open_index(ledger).upto == 0:
+        t = time.perf_counter()
+        update_index(ledger, rebuild=True)
+        row["index_build_s"] = time.perf_counter() - t
+    row["index_mb"] = sum(p.stat().st_size for p in open_index(ledger).runs) / 2**20
+    settings = cfg.load(config)
+    key = trusted_key(None, settings)
+    t = time.perf_counter()
+    verify_quick(ledger, key)  # rehashes what was never checked; later answers reuse it
+    row["first_verify_s"] = time.perf_counter() - t
+    subject = meta["examples"]["subjects"]["middle"]
+    actor = meta["examples"]["actors"]["human"]
+    s_args = ["dsar", "--json", "-s", subject]
+    a_args = ["dsar", "--json", "--actor", actor]
+    row["subject_cold_s"], rss_s, text = _process(s_args, env)
+    row["subject_accesses"] = json.loads(text)["count"]
+    row["actor_cold_s"], rss_a, text = _process(a_args, env)
+    row["actor_statements"] = json.loads(text)["statements_total"]
+    row["subject_warm_proc_s"] = min(_process(s_args, env)[0] for _ in range(2))
+    row["rss_mb"] = max(rss_s, rss_a)
+    req = Request(ledger, None, "quick", None, None)
+    row["subject_warm_s"] = _warm(lambda: run_subject(settings, req, [subject]))
+    row["actor_warm_s"] = _warm(lambda: run_actor(settings, req, actor, 100), 3)
+    row["verify_quick_s"] = _warm(lambda: verify_quick(ledger, key))
+    row["startup_s"] = min(_process(["--version"], env)[0] for _ in range(2))
+    return row
+
+
+COLUMNS = (
+    ("events", "events", "{:,}"),
+    ("index_mb", "index MB", "{:.0f}"),
+    ("subject_cold_s", "subject cold", "{:.2f}s"),
+    ("subject_warm_proc_s", "subject 2nd proc", "{:.2f}s"),
+    ("subject_warm_s", "subject warm", "{:.3f}s"),
+    ("actor_cold_s", "actor cold", "{:.2f}s"),
+    ("actor_warm_s", "actor warm", "{:.3f}s"),
+    ("verify_quick_s", "quick verify", "{:.3f}s"),
+    ("rss_mb", "peak RSS", "{} MiB"),
+    ("subject_accesses", "accesses", "{}"),
+    ("actor_statements", "actor stmts", "{}"),
+    ("startup_s", "python+import", "{:.2f}s"),
+)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = [c[1] for c in COLUMNS]
+    body = [[c[2].format(r.get(c[0], 0)) for c in COLUMNS] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    lines = [" | ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+    lines += [" | ".join(x.rjust(w) for x, w in zip(b, widths, strict=True)) for b in body]
+    for prev, cur in itertools.pairwise(rows):
+        size = cur["events"] / prev["events"]
+        growth = ", ".join(
+            f"{k} x{cur[k] / prev[k]:.2f}"
+            for k in ("subject_cold_s", "subject_warm_s", "actor_warm_s", "rss_mb")
+        )
+        lines.append(
+            f"growth {prev['events']:,} -> {cur['events']:,} (x{size:.0f} events): {growth}"
+        )
+    once = [
+        f"{r['events']:,}: index build {r.get('index_build_s', float('nan')):.1f}s "
+        f"(if built here), first verification {r['first_verify_s']:.1f}s"
+        for r in rows
+    ]
+    return "\n".join([*lines, "one-time:", *once])
+
+
+def main() -> None:
+    rows = [bench(Path(p)) for p in sys.argv[1:]]
+    print(table(rows))
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
