@@ -130,10 +130,10 @@ _scalple() {
         "scalple serve")
             case "$prev" in
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --listen|--upstream|--ledger|--durability) COMPREPLY=(); return ;;
+                --listen|--upstream|--ledger|--durability|--metrics-listen) COMPREPLY=(); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--listen --upstream --ledger --durability --require-identity --allow-anonymous --config -c --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--listen --upstream --ledger --durability --require-identity --allow-anonymous --metrics-listen --config -c --help" -- "$cur"))
             fi
             ;;
         "scalple verify")

@@ -86,6 +86,7 @@ complete -c scalple -n '__fish_seen_subcommand_from serve' -l ledger -x -d 'Ledg
 complete -c scalple -n '__fish_seen_subcommand_from serve' -l durability -x -d 'fsync (default) or os [env SCALPLE_DURABILITY]'
 complete -c scalple -n '__fish_seen_subcommand_from serve' -l require-identity -d 'Refuse statements without an identity [env SCALPLE_REQUIRE_IDENTITY]'
 complete -c scalple -n '__fish_seen_subcommand_from serve' -l allow-anonymous -d 'Refuse statements without an identity [env SCALPLE_REQUIRE_IDENTITY]'
+complete -c scalple -n '__fish_seen_subcommand_from serve' -l metrics-listen -x -d 'HOST:PORT for Prometheus metrics [env SCALPLE_METRICS_LISTEN]'
 complete -c scalple -n '__fish_seen_subcommand_from serve' -l config -r -F -d 'TOML config file [env SCALPLE_CONFIG]'
 complete -c scalple -n '__fish_seen_subcommand_from serve' -s c -r -F -d 'TOML config file [env SCALPLE_CONFIG]'
 complete -c scalple -n '__fish_seen_subcommand_from serve' -l help -d 'Show this message and exit'

@@ -114,6 +114,16 @@ REGISTRY: tuple[Setting, ...] = (
     ),
     Setting("connect_timeout", "proxy", _float, 10.0, "seconds to reach the upstream"),
     Setting(
+        "metrics_listen", "proxy", _str, "", "HOST:PORT to serve Prometheus metrics on (empty: off)"
+    ),
+    Setting(
+        "drain_seconds",
+        "proxy",
+        _float,
+        10.0,
+        "on SIGTERM, how long in-flight statements may take before connections are cut",
+    ),
+    Setting(
         "stall_timeout",
         "proxy",
         _float,
@@ -135,12 +145,27 @@ REGISTRY: tuple[Setting, ...] = (
         "fsync",
         "fsync: on stable storage before forwarding; os: written to the OS before forwarding",
     ),
-    Setting("key_dir", "ledger", _str, None,
-            "signing key and subject secret directory (default: the user config dir, keys/)"),
-    Setting("seal_bytes", "ledger", _int, 64 * 1024 * 1024,
-            "seal the journal into a signed Parquet segment once it holds this many bytes"),
-    Setting("seal_seconds", "ledger", _float, 3600.0,
-            "seal the journal into a signed Parquet segment once it is this many seconds old"),
+    Setting(
+        "key_dir",
+        "ledger",
+        _str,
+        None,
+        "signing key and subject secret directory (default: the user config dir, keys/)",
+    ),
+    Setting(
+        "seal_bytes",
+        "ledger",
+        _int,
+        64 * 1024 * 1024,
+        "seal the journal into a signed Parquet segment once it holds this many bytes",
+    ),
+    Setting(
+        "seal_seconds",
+        "ledger",
+        _float,
+        3600.0,
+        "seal the journal into a signed Parquet segment once it is this many seconds old",
+    ),
     Setting(
         "require_identity",
         "identity",

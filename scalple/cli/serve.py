@@ -23,24 +23,29 @@ def serve(
         "--require-identity/--allow-anonymous",
         help="Refuse statements without an identity \\[env SCALPLE_REQUIRE_IDENTITY].",
     ),
+    metrics_listen: str | None = typer.Option(
+        None, help="HOST:PORT for Prometheus metrics \\[env SCALPLE_METRICS_LISTEN]."
+    ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="TOML config file \\[env SCALPLE_CONFIG]."
     ),
 ) -> None:
-    """Run the audit proxy: relay PostgreSQL traffic, recording every statement first."""
+    """Run the audit proxy: relay PostgreSQL traffic, recording every statement first.
+
+    SIGHUP re-reads the configuration (new connections use it); SIGTERM stops accepting, lets
+    in-flight statements finish within drain_seconds, and seals the ledger.
+    """
     from scalple.proxy.server import run
 
-    settings = cfg.load(
-        config,
-        {
-            "listen": listen,
-            "upstream": upstream,
-            "ledger": ledger,
-            "durability": durability,
-            "require_identity": require_identity,
-        },
-    )
-    run(settings)
+    flags = {
+        "listen": listen,
+        "upstream": upstream,
+        "ledger": ledger,
+        "durability": durability,
+        "require_identity": require_identity,
+        "metrics_listen": metrics_listen,
+    }
+    run(cfg.load(config, flags), load=lambda: cfg.load(config, flags))
 
 
 def register(app: typer.Typer) -> None:

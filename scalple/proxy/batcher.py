@@ -20,8 +20,14 @@ Done = Callable[[BaseException | None], None]
 class LedgerBatcher:
     """Write-ahead events with their continuations, and outcomes, batched per loop pass."""
 
-    def __init__(self, sink: AuditSink, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        sink: AuditSink,
+        loop: asyncio.AbstractEventLoop,
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
         self._sink = sink
+        self._observe = observe
         self._loop = loop
         self._events: list[AuditEvent] = []
         self._done: list[Done] = []
@@ -54,10 +60,13 @@ class LedgerBatcher:
             return
         waiting = self._loop.create_task(self._sink.write_ahead(events))
         self._inflight.add(waiting)
-        waiting.add_done_callback(lambda f: self._settle(f, done))
+        started = self._loop.time()
+        waiting.add_done_callback(lambda f: self._settle(f, done, started))
 
-    def _settle(self, waiting: asyncio.Future[None], done: list[Done]) -> None:
+    def _settle(self, waiting: asyncio.Future[None], done: list[Done], started: float) -> None:
         self._inflight.discard(waiting)
+        if self._observe is not None:
+            self._observe(self._loop.time() - started)
         error = None if waiting.cancelled() else waiting.exception()
         if error is not None and not done and not self._lost:
             self._lost = True  # said once: a broken ledger would say it for every outcome

@@ -55,6 +55,8 @@ class ClientConnection(asyncio.Protocol):
             self.proxy.policy, str(peer[0]), peer[1], self.proxy.clock, analyzer=self.proxy.analyzer
         )
         self.proxy.connections.add(self)
+        self.proxy.counts.connections_total += 1
+        self.proxy.counts.connections_open += 1
 
     def data_received(self, data: bytes) -> None:
         if self.failed:
@@ -90,6 +92,7 @@ class ClientConnection(asyncio.Protocol):
             self.proxy.batcher.record(self.session.close_out())
             self.proxy.by_key.pop(self.session.client_key, None)
         self.proxy.connections.discard(self)
+        self.proxy.counts.connections_open -= 1
 
     def pause_writing(self) -> None:
         if self.upstream is not None:
@@ -122,12 +125,14 @@ class ClientConnection(asyncio.Protocol):
         if not step.write_ahead:
             self._forward(step)
             return
+        self.proxy.count(step.write_ahead)
         self.pause("ledger")
         self.proxy.batcher.write_ahead(step.write_ahead, lambda error: self._durable(step, error))
 
     def _durable(self, step: Step, error: BaseException | None) -> None:
         if error is not None and self.session is not None:
             log.error("write-ahead failed, refusing statements: %s", error)
+            self.proxy.counts.refused += len(step.guarded)
             self.session.refuse_unwritten(step, str(error))
         self._forward(step)
         self.resume("ledger")

@@ -12,24 +12,27 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from scalple.analysis import Analyzer, Catalog
 from scalple.analysis import Policy as AnalysisPolicy
 from scalple.config import Config
-from scalple.errors import ConfigError
+from scalple.errors import ConfigError, ScalpleError
+from scalple.events import AuditEvent
 from scalple.ledger import AuditSink, ledger_settings, open_sink
 from scalple.ledger.keys import resolve_key_dir, subject_secret
 from scalple.proxy import codec
 from scalple.proxy.batcher import LedgerBatcher
 from scalple.proxy.connection import ClientConnection
 from scalple.proxy.logs import setup_logging
+from scalple.proxy.metrics import Metrics
 from scalple.proxy.session import Policy, Session
 
 log = logging.getLogger("scalple.proxy")
-DRAIN_SECONDS = 10.0
+# Settings a running proxy cannot take on SIGHUP: they need a restart.
+RESTART_SETTINGS = ("listen", "upstream", "ledger", "durability", "key_dir", "metrics_listen")
 
 
 def now_us() -> int:
@@ -54,9 +57,22 @@ class Proxy:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.analyzer = analyzer
-        self.batcher = LedgerBatcher(sink, loop or asyncio.get_running_loop())
+        self.metrics = Metrics(config.ledger_dir)
+        self.counts = self.metrics.counts
+        self.batcher = LedgerBatcher(
+            sink, loop or asyncio.get_running_loop(), self.metrics.write_latency.observe
+        )
         self.clock = now_us
+        self.config = config
         self.upstream = parse_upstream(config["upstream"])
+        self.apply(config)
+        self.connections: set[ClientConnection] = set()
+        self.by_key: dict[tuple[int, int], Session] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refreshing: asyncio.Task[None] | None = None
+
+    def apply(self, config: Config) -> None:
+        """Take the settings a running proxy can change; new connections get them."""
         self.connect_timeout = float(config["connect_timeout"])
         self.stall_timeout = float(config["stall_timeout"])
         self.policy = Policy(
@@ -65,10 +81,32 @@ class Proxy:
             trusted_networks=tuple(config["trusted_networks"]),
             max_message_bytes=int(config["max_message_bytes"]),
         )
-        self.connections: set[ClientConnection] = set()
-        self.by_key: dict[tuple[int, int], Session] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._refreshing: asyncio.Task[None] | None = None
+
+    async def reload(self, load: Callable[[], Config]) -> None:
+        """SIGHUP: read the configuration again. A bad file changes nothing and is logged."""
+        try:
+            config = load()
+            analyzer = await build_analyzer(config)
+        except ScalpleError as exc:
+            log.error("configuration not reloaded: %s", exc)
+            return
+        fixed = [name for name in RESTART_SETTINGS if config[name] != self.config[name]]
+        if fixed:
+            log.warning("reloaded; %s change only on restart", ", ".join(fixed))
+        self.apply(config)
+        self.analyzer = analyzer
+        self.config = config
+        setup_logging(config["log_format"], config["log_level"])
+        log.info("configuration reloaded from %s; new connections use it", config.path)
+
+    def count(self, events: Sequence[AuditEvent]) -> None:
+        counts = self.counts
+        counts.statements += len(events)
+        for event in events:
+            if event.actor is None:
+                counts.unattributed += 1
+            if event.status == "refused":
+                counts.refused += 1
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -146,6 +184,7 @@ async def serve(
     *,
     ready: Callable[[str], Awaitable[None] | None] | None = None,
     stop: asyncio.Event | None = None,
+    load: Callable[[], Config] | None = None,
 ) -> None:
     """Run the proxy until `stop` is set (or SIGTERM/SIGINT), then drain and close the ledger."""
     host, _, port = config["listen"].rpartition(":")
@@ -157,6 +196,17 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if load is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: proxy.spawn(proxy.reload(load)))
+    if config["metrics_listen"]:
+        try:
+            proxy.metrics.serve(config["metrics_listen"])
+        except OSError as exc:
+            await sink.aclose()
+            raise ConfigError(
+                f"cannot serve metrics on {config['metrics_listen']}: {exc.strerror}"
+            ) from exc
     try:
         server = await loop.create_server(
             lambda: ClientConnection(proxy), host.strip("[]"), int(port), reuse_address=True
@@ -181,12 +231,13 @@ async def serve(
     finally:
         server.close()
         log.info("draining %d connection(s)", len(proxy.connections))
-        await proxy.drain(DRAIN_SECONDS)
+        await proxy.drain(float(config["drain_seconds"]))
         await sink.aclose()
         log.info("stopped; ledger closed")
 
 
-def run(config: Config) -> None:
+def run(config: Config, load: Callable[[], Config] | None = None) -> None:
+    """Run `scalple serve` until SIGTERM/SIGINT; `load` re-reads the configuration on SIGHUP."""
     setup_logging(config["log_format"], config["log_level"])
     # A server makes many short-lived objects per statement and few long-lived ones: collect
     # the young generation less often, and keep what startup built out of full collections.
@@ -196,6 +247,6 @@ def run(config: Config) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, load=load))
     else:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, load=load))

@@ -1,0 +1,102 @@
+"""Prometheus metrics for `scalple serve`, on an opt-in address.
+
+Per-statement counts are plain integers read at scrape time (an `inc()` per statement would
+take a lock on the hot path); the audit write latency is observed once per ledger batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+
+@dataclass
+class Counts:
+    """What the proxy counts as it goes; read by the collector when scraped."""
+
+    statements: int = 0
+    unattributed: int = 0
+    refused: int = 0
+    connections_total: int = 0
+    connections_open: int = 0
+
+
+def ledger_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue  # sealed and removed while we looked
+    return total
+
+
+class _Collector(Collector):
+    def __init__(self, counts: Counts, ledger: Path) -> None:
+        self.counts = counts
+        self.ledger = ledger
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        c = self.counts
+        yield CounterMetricFamily("scalple_statements", "Statements recorded", c.statements)
+        yield CounterMetricFamily(
+            "scalple_unattributed_statements",
+            "Statements recorded with no identity",
+            c.unattributed,
+        )
+        yield CounterMetricFamily(
+            "scalple_refused_statements", "Statements refused and not forwarded", c.refused
+        )
+        yield CounterMetricFamily(
+            "scalple_connections", "Client connections accepted", c.connections_total
+        )
+        yield GaugeMetricFamily(
+            "scalple_open_connections", "Client connections open now", c.connections_open
+        )
+        yield GaugeMetricFamily(
+            "scalple_ledger_bytes", "Bytes under the ledger directory", ledger_bytes(self.ledger)
+        )
+
+
+class Metrics:
+    """The proxy's counters, the audit write latency histogram, and their registry."""
+
+    def __init__(self, ledger: Path) -> None:
+        self.counts = Counts()
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(self.counts, ledger))
+        self.write_latency = Histogram(
+            "scalple_audit_write_seconds",
+            "Time from handing a batch of audit events to the ledger until it is durable",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def serve(self, listen: str) -> None:
+        """Expose /metrics on HOST:PORT from a background thread."""
+        host, _, port = listen.rpartition(":")
+        start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
