@@ -33,6 +33,8 @@ MAX_RUNS: Final = 8
 SK_HEX: Final = 15  # 60 bits: a positive BIGINT
 ACCESS_DIR: Final = "access"
 ACCESS_ROW_GROUP_ROWS: Final = 2048
+ACTOR_DIR: Final = "actors"
+ACTOR_ROW_GROUP_ROWS: Final = 16_384
 
 Progress = Callable[[int], None]
 
@@ -167,6 +169,12 @@ COPY (
   LEFT JOIN read_parquet({{path}}) o ON o.kind = 'outcome' AND o.event_id = s.event_id
   WHERE s.kind = 'statement' ORDER BY s.seq
 ) TO {{access}} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ACCESS_ROW_GROUP_ROWS});
+COPY (
+  SELECT who, * EXCLUDE (who, oseq, actor, actor_email, client_port, db_role, database, columns)
+  FROM (SELECT unnest(list_distinct(list_filter([actor, actor_email], lambda a: a IS NOT NULL)))
+               AS who, * FROM read_parquet({{access}}))
+  ORDER BY who, seq
+) TO {{by_actor}} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ACTOR_ROW_GROUP_ROWS});
 CREATE OR REPLACE TEMP TABLE pending AS
   SELECT * FROM pending c
   WHERE NOT EXISTS (SELECT 1 FROM paired p WHERE p.kind = 'outcome' AND p.event_id = c.event_id)
@@ -234,9 +242,16 @@ def update_index(
         for seg in todo:
             out = state.root / "tmp" / f"chunk-{seg.first_seq:020d}.parquet"
             access = state.root / ACCESS_DIR / seg.parquet.name
+            by_actor = state.root / ACTOR_DIR / seg.parquet.name
             access.parent.mkdir(exist_ok=True)
+            by_actor.parent.mkdir(exist_ok=True)
             con.execute(
-                _CHUNK_SQL.format(path=quote(seg.parquet), out=quote(out), access=quote(access))
+                _CHUNK_SQL.format(
+                    path=quote(seg.parquet),
+                    out=quote(out),
+                    access=quote(access),
+                    by_actor=quote(by_actor),
+                )
             )
             chunks.append(out)
             manifest.segments.append((seg.parquet.name, checkpoint_digest(seg)))
@@ -296,11 +311,12 @@ def lookup(con: duckdb.DuckDBPyConnection, state: IndexState, sks: Sequence[int]
     return [Hit(int(k), int(s), None if p is None else int(p), bool(r)) for k, s, p, r in rows]
 
 
-def access_files(state: IndexState) -> list[Path]:
-    """Access rows of every indexed segment ([] when the index is stale or absent)."""
+def actor_files(state: IndexState) -> list[Path]:
+    """Access rows of every indexed segment sorted by actor, so one actor's rows are a few row
+    groups ([] when the index is stale or absent)."""
     if state.stale:
         return []
-    return [state.root / ACCESS_DIR / name for name, _ in state.manifest.segments]
+    return [state.root / ACTOR_DIR / name for name, _ in state.manifest.segments]
 
 
 def access_file(state: IndexState, segment: str) -> Path:

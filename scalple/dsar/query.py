@@ -18,7 +18,7 @@ from scalple.dsar.index import (
     Hit,
     IndexState,
     access_file,
-    access_files,
+    actor_files,
     lookup,
     open_index,
     pending_seq,
@@ -397,7 +397,7 @@ UNION ALL
 SELECT seq, event_id, ts_start, identity_source, client_addr, application_name, audit_class,
        tables, statement, status, sqlstate, rows, list_transform(sks, lambda k: CAST(k AS VARCHAR))
 FROM read_parquet([{files}])
-WHERE (actor = $actor OR actor_email = $actor) {window}
+WHERE who = $actor {window}
 """
 
 _LATE_OUTCOMES: Final = """
@@ -413,7 +413,7 @@ WHERE acts.event_id = oc.event_id AND acts.status = 'pending'
 def _actor_rows(con: duckdb.DuckDBPyConnection, ledger: Path, actor: str, window: str) -> None:
     """Table `acts`: the actor's statements, outcome merged, subjects as distinct keys."""
     state = open_index(ledger)
-    files = [f for f in access_files(state) if f.exists()]
+    files = [f for f in actor_files(state) if f.exists()]
     full = len(files) == len(state.manifest.segments) and not state.stale
     upto = state.upto if full else 0
     indexed = (
