@@ -140,10 +140,11 @@ _scalple() {
             case "$prev" in
                 --public-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --checkpoint) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --export) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--public-key --checkpoint --deep --json --config -c --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--public-key --checkpoint --deep --json --export --config -c --help" -- "$cur"))
             else
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi

@@ -337,6 +337,12 @@ def test_html_report_is_self_contained_and_checks_out(
     assert not check_export(forged, key).ok
     other_key = "00" * 32
     assert not check_export(report, other_key).ok
+    # The same through the command a third party runs.
+    pub = str(ledger.keys / "signing.pub")
+    code, out, _ = run(capsys, "verify", "--export", str(report), "--public-key", pub)
+    assert code == 0 and "export checks out" in out
+    code, _, err = run(capsys, "verify", "--export", str(forged), "--public-key", pub)
+    assert code == 1 and "does not check out" in " ".join(err.split())
 
 
 def test_actor_view(ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,9 +50,11 @@ def dsar(
     fmt: str = typer.Option("table", "--format", "-f", help="table, json, csv or html."),
     json_out: bool = typer.Option(False, "--json", help="Same as --format json."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to FILE instead of stdout."),
-    ledger: Path | None = typer.Option(None, help="Ledger directory [default: `ledger` setting]."),
+    ledger: Path | None = typer.Option(
+        None, help="Ledger directory \\[default: `ledger` setting]."
+    ),
     public_key: Path | None = typer.Option(
-        None, "--public-key", help="Trusted public key (PEM) [default: signing.pub in key_dir]."
+        None, "--public-key", help="Trusted public key (PEM) \\[default: signing.pub in key_dir]."
     ),
     verify: str = typer.Option(
         "quick", help="quick: checkpoints now, event hashes of new data; full: everything."

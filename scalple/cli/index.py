@@ -19,7 +19,7 @@ index_app = typer.Typer(
     no_args_is_help=True,
 )
 
-LedgerOpt = typer.Option(None, "--ledger", help="Ledger directory [default: `ledger` setting].")
+LedgerOpt = typer.Option(None, "--ledger", help="Ledger directory \\[default: `ledger` setting].")
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file \\[env SCALPLE_CONFIG].")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON.")
 

@@ -19,7 +19,7 @@ from scalple.ledger.layout import os_errors
 
 keys_app = typer.Typer(help="Manage the key that signs ledger checkpoints.", no_args_is_help=True)
 
-KeyDir = typer.Option(None, "--key-dir", help="Key directory [default: the `key_dir` setting].")
+KeyDir = typer.Option(None, "--key-dir", help="Key directory \\[default: the `key_dir` setting].")
 Config = typer.Option(None, "--config", "-c", help="TOML config file \\[env SCALPLE_CONFIG].")
 
 
@@ -44,7 +44,7 @@ def init(key_dir: Path | None = KeyDir, config: Path | None = Config) -> None:
 def rotate(
     key_dir: Path | None = KeyDir,
     ledger: Path | None = typer.Option(
-        None, "--ledger", help="Ledger to record the rotation in [default: the `ledger` setting]."
+        None, "--ledger", help="Ledger to record the rotation in \\[default: the `ledger` setting]."
     ),
     config: Path | None = Config,
 ) -> None:

@@ -33,6 +33,25 @@ def _trusted_key(public_key: Path | None, settings: cfg.Config) -> str:
     return load_public_key(path)
 
 
+def _verify_export(
+    export: Path, ledger: Path | None, public_key: Path | None, config: Path | None, json_out: bool
+) -> None:
+    from scalple.dsar.export import check_export
+
+    settings = cfg.load(config, {"ledger": str(ledger) if ledger else None})
+    result = check_export(export, _trusted_key(public_key, settings), ledger)
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {"result": "intact" if result.ok else "tampered", **asdict(result)}, indent=2
+            )
+        )
+        raise typer.Exit(0 if result.ok else TamperDetected.exit_code)
+    if not result.ok:
+        raise TamperDetected(result.summary())
+    typer.echo(result.summary())
+
+
 def _saved(checkpoint: Path | None) -> tuple[Checkpoint, str] | None:
     if checkpoint is None:
         return None
@@ -75,10 +94,10 @@ def _to_json(report: Report) -> str:
 
 def verify(
     ledger: Path | None = typer.Argument(
-        None, help="Ledger directory [default: the `ledger` setting]."
+        None, help="Ledger directory \\[default: the `ledger` setting]."
     ),
     public_key: Path | None = typer.Option(
-        None, "--public-key", help="Trusted public key (PEM) [default: signing.pub in key_dir]."
+        None, "--public-key", help="Trusted public key (PEM) \\[default: signing.pub in key_dir]."
     ),
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="A checkpoint saved earlier: prove the ledger still extends it."
@@ -90,6 +109,12 @@ def verify(
         "was checked this way before it was signed).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print only the result, as JSON."),
+    export: Path | None = typer.Option(
+        None,
+        "--export",
+        help="Check a report exported by `scalple dsar --format html` against the public key "
+        "(and against LEDGER, when given) instead of a whole ledger.",
+    ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="TOML config file \\[env SCALPLE_CONFIG]."
     ),
@@ -98,6 +123,9 @@ def verify(
 
     Exit status: 0 intact, 1 tampered, 2 unusable input.
     """
+    if export is not None:
+        _verify_export(export, ledger, public_key, config, json_out)
+        return
     try:
         settings = cfg.load(config, {"ledger": str(ledger) if ledger else None})
         root = settings.ledger_dir

@@ -10,20 +10,21 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from scalple.errors import LedgerError
 from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256
 from scalple.ledger.columns import READ_JSON_COLUMNS, SELECT_COLUMNS
 from scalple.ledger.keys import SigningKey
 from scalple.ledger.layout import Layout
-from scalple.ledger.query import quote
 from scalple.ledger.recovery import Pending
-from scalple.ledger.segment import check_rows
 
 READ_ONLY = 0o444
 ROW_GROUP_ROWS = 122_880
+
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ def _fsync_path(path: Path) -> None:
 
 
 def _write_parquet(con: duckdb.DuckDBPyConnection, journal: Path, out: Path) -> None:
+    from scalple.ledger.query import quote
+
     con.execute(
         f"COPY (SELECT {SELECT_COLUMNS} FROM read_json({quote(journal)}, "
         f"format='newline_delimited', columns={READ_JSON_COLUMNS}, auto_detect=false, "
@@ -50,6 +53,8 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, journal: Path, out: Path) -> 
 
 
 def _check(con: duckdb.DuckDBPyConnection, out: Path, pending: Pending) -> None:
+    from scalple.ledger.segment import check_rows
+
     rows = check_rows(con, out, pending.first_seq, pending.first_prev_hash)
     if rows.problem is not None:
         raise LedgerError(
@@ -84,6 +89,8 @@ def seal(
     last_seq = pending.first_seq + pending.count - 1
     files = layout.segment(pending.first_seq, last_seq)
     tmp = files.parquet.with_name(files.parquet.name + ".tmp")
+    import duckdb  # here, not at import: the proxy loads DuckDB only when it first seals
+
     con = duckdb.connect(config={"threads": threads})
     try:
         _write_parquet(con, pending.path, tmp)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from scalple.events import AuditEvent
@@ -16,6 +16,14 @@ class AuditSink(Protocol):
 
         Raises `LedgerUnavailable` when they are not; the caller must then refuse the statements.
         """
+
+    def submit(
+        self,
+        events: Sequence[AuditEvent],
+        done: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
+        """Stage `events` from the running event loop; `done(error)` runs on that loop once
+        they are durable (error None) or cannot be (error a `LedgerUnavailable`)."""
 
     def record(self, event: AuditEvent) -> None:
         """Queue an outcome or system event for the next group commit without waiting for it."""

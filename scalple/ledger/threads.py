@@ -21,7 +21,8 @@ from scalple.ledger.seal import Sealed, seal
 
 log = logging.getLogger("scalple.ledger")
 
-# A future on some event loop, or (loop None) a plain callback taking the error or None.
+# A future or a callback (taking the error or None) run on some event loop, or (loop None) a
+# callback run on whichever thread settles it.
 Waiter = tuple[asyncio.AbstractEventLoop | None, Any]
 
 
@@ -31,7 +32,7 @@ def notify(waiters: list[Waiter], error: BaseException | None) -> None:
         current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
         current = None
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
     for loop, target in waiters:
         if loop is None:
             target(error)
@@ -44,14 +45,17 @@ def notify(waiters: list[Waiter], error: BaseException | None) -> None:
             loop.call_soon_threadsafe(settle, futures, error)
 
 
-def settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        if future.done():
+def settle(targets: list[Any], error: BaseException | None) -> None:
+    """Settle futures, or call callbacks, with `error` (None when durable)."""
+    for target in targets:
+        if not isinstance(target, asyncio.Future):
+            target(error)
+        elif target.done():
             continue
-        if error is None:
-            future.set_result(None)
+        elif error is None:
+            target.set_result(None)
         else:
-            future.set_exception(error)
+            target.set_exception(error)
 
 
 class Syncer(threading.Thread):

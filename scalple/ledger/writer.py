@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from scalple.errors import LedgerError, LedgerUnavailable
@@ -169,6 +169,24 @@ class LedgerSink:
         self._scheduled.discard(loop)
         self._flush()
 
+    def submit(
+        self,
+        events: Sequence[AuditEvent],
+        done: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
+        """Stage `events`; `done(error)` runs on this event loop once they are durable (error
+        None) or cannot be. Without a task or future: the proxy's hot path."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.append(events, (loop, done) if done is not None else None)
+        except LedgerUnavailable as exc:
+            if done is None:
+                self._lose(exc)
+                return
+            done(exc)
+            return
+        self._schedule(loop)
+
     async def write_ahead(self, events: Sequence[AuditEvent]) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -180,11 +198,14 @@ class LedgerSink:
         try:
             self.append((event,))
         except LedgerUnavailable as exc:
-            if not self._lost:  # once: a broken ledger would otherwise log every statement
-                log.error("audit events are being lost: %s", exc)
-            self._lost += 1
+            self._lose(exc)
             return
         self._schedule(_running_loop())
+
+    def _lose(self, exc: LedgerUnavailable) -> None:
+        if not self._lost:  # once: a broken ledger would otherwise log every statement
+            log.error("audit events are being lost: %s", exc)
+        self._lost += 1
 
     def append_sync(self, events: Sequence[AuditEvent]) -> None:
         """Append and return once durable, for callers without an event loop."""

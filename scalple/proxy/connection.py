@@ -89,7 +89,7 @@ class ClientConnection(asyncio.Protocol):
         if self.upstream is not None:
             self.upstream.close()
         if self.session is not None:
-            self.proxy.batcher.record(self.session.close_out())
+            self.proxy.record(self.session.close_out())
             self.proxy.by_key.pop(self.session.client_key, None)
         self.proxy.connections.discard(self)
         self.proxy.counts.connections_open -= 1
@@ -125,9 +125,8 @@ class ClientConnection(asyncio.Protocol):
         if not step.write_ahead:
             self._forward(step)
             return
-        self.proxy.count(step.write_ahead)
         self.pause("ledger")
-        self.proxy.batcher.write_ahead(step.write_ahead, lambda error: self._durable(step, error))
+        self.proxy.write_ahead(step.write_ahead, lambda error: self._durable(step, error))
 
     def _durable(self, step: Step, error: BaseException | None) -> None:
         if error is not None and self.session is not None:
@@ -145,7 +144,7 @@ class ClientConnection(asyncio.Protocol):
                 step.upstream[0] if len(step.upstream) == 1 else b"".join(step.upstream)
             )
         if step.records:
-            self.proxy.batcher.record(step.records)
+            self.proxy.record(step.records)
         if step.close:
             self.close()
         else:
@@ -188,7 +187,7 @@ class ClientConnection(asyncio.Protocol):
         if step.client:
             self.transport.write(step.client[0] if len(step.client) == 1 else b"".join(step.client))
         if step.records:
-            self.proxy.batcher.record(step.records)
+            self.proxy.record(step.records)
         if not self._registered and session.upstream_key is not None:
             self.proxy.by_key[session.client_key] = session
             self._registered = True

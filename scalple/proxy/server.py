@@ -1,7 +1,7 @@
 """The asyncio shell: listen, hold what all connections share, start and stop the proxy.
 
 Nothing here understands the protocol; connections (connection.py) move bytes through their
-Session, and the batcher hands their audit events to the ledger once per loop pass.
+Session, and the ledger gathers their audit events into one write per loop pass.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from scalple.events import AuditEvent
 from scalple.ledger import AuditSink, ledger_settings, open_sink
 from scalple.ledger.keys import resolve_key_dir, subject_secret
 from scalple.proxy import codec
-from scalple.proxy.batcher import LedgerBatcher
 from scalple.proxy.connection import ClientConnection
 from scalple.proxy.logs import setup_logging
 from scalple.proxy.metrics import Metrics
 from scalple.proxy.session import Policy, Session
 
 log = logging.getLogger("scalple.proxy")
+Done = Callable[[BaseException | None], None]
 # Settings a running proxy cannot take on SIGHUP: they need a restart.
 RESTART_SETTINGS = ("listen", "upstream", "ledger", "durability", "key_dir", "metrics_listen")
 
@@ -59,9 +59,8 @@ class Proxy:
         self.analyzer = analyzer
         self.metrics = Metrics(config.ledger_dir)
         self.counts = self.metrics.counts
-        self.batcher = LedgerBatcher(
-            sink, loop or asyncio.get_running_loop(), self.metrics.write_latency.observe
-        )
+        self.sink = sink
+        self._loop = loop or asyncio.get_running_loop()
         self.clock = now_us
         self.config = config
         self.upstream = parse_upstream(config["upstream"])
@@ -98,6 +97,27 @@ class Proxy:
         self.config = config
         setup_logging(config["log_format"], config["log_level"])
         log.info("configuration reloaded from %s; new connections use it", config.path)
+
+    def write_ahead(self, events: Sequence[AuditEvent], done: Done) -> None:
+        """Hand `events` to the ledger; `done(error)` runs once they are durable, or not.
+
+        The ledger gathers every connection's events of one loop pass into one write, and
+        calls back on this loop: no task, future or thread hop per statement.
+        """
+        self.count(events)
+        started = self._loop.time()
+        observe = self.metrics.write_latency.observe
+
+        def durable(error: BaseException | None) -> None:
+            observe(self._loop.time() - started)
+            done(error)
+
+        self.sink.submit(events, durable)
+
+    def record(self, events: Sequence[AuditEvent]) -> None:
+        """Outcomes: written with the next batch; nothing waits for them."""
+        if events:
+            self.sink.submit(events)
 
     def count(self, events: Sequence[AuditEvent]) -> None:
         counts = self.counts
@@ -163,7 +183,6 @@ class Proxy:
         for conn in list(self.connections):
             conn.fail("57P01", "scalple: terminating connection because the proxy is shutting down")
         await asyncio.sleep(0)
-        await self.batcher.drain()
 
 
 async def build_analyzer(config: Config) -> Analyzer:
