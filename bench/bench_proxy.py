@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scalple.sandbox import Sandbox, postgres_bindir
+from scalple.sandbox import Sandbox, client
 from tests.proxyproc import ProxyProc
 
 NO_ANALYSIS = (
@@ -34,33 +34,9 @@ NO_ANALYSIS = (
 
 
 def pgbench(port: int, seconds: int, clients: int, mode: str) -> float:
-    env = {**os.environ, "PGPASSWORD": "app_secret"}
-    out = subprocess.run(
-        [
-            str(postgres_bindir() / "pgbench"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-U",
-            "app_user",
-            "-S",
-            "-n",
-            "-M",
-            mode,
-            "-c",
-            str(clients),
-            "-j",
-            "2",
-            "-T",
-            str(seconds),
-            "app",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
+    argv, env = client("pgbench", port, "-S", "-n", "-M", mode, "-c", str(clients), "-j", "2",
+                       "-T", str(seconds))  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
     m = re.search(r"tps = ([\d.]+) \((?:without|excluding)", out.stdout)
     if m is None:
         raise RuntimeError(out.stdout + out.stderr)
@@ -93,26 +69,8 @@ def main() -> None:
     try:
         sb.start_postgres()
         sb.start_pgbouncer()
-        env = {**os.environ, "PGPASSWORD": "app_secret"}
-        subprocess.run(
-            [
-                str(postgres_bindir() / "pgbench"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(sb.pg_port),
-                "-U",
-                "app_user",
-                "-i",
-                "-s",
-                "10",
-                "-q",
-                "app",
-            ],
-            check=True,
-            capture_output=True,
-            env=env,
-        )
+        argv, env = client("pgbench", sb.pg_port, "-i", "-s", "10", "-q")
+        subprocess.run(argv, check=True, capture_output=True, env=env)
         proxies = {
             "scalple fsync": start_proxy(sb, work, "fsync"),
             "scalple os": start_proxy(sb, work, "os", "--durability", "os"),
@@ -148,28 +106,10 @@ def copy_rss(sb: Sandbox, work: Path, megabytes: int) -> None:
     assert proxy.proc is not None
     rows = megabytes * 1024
     sql = f"COPY (SELECT repeat('x', 1023) FROM generate_series(1, {rows})) TO STDOUT"
-    env = {**os.environ, "PGPASSWORD": "app_secret"}
+    argv, env = client("psql", proxy.port, "-c", sql)
     started = time.monotonic()
     with open(os.devnull, "wb") as sink:
-        subprocess.run(
-            [
-                str(postgres_bindir() / "psql"),
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(proxy.port),
-                "-U",
-                "app_user",
-                "-d",
-                "app",
-                "-c",
-                sql,
-            ],
-            stdout=sink,
-            check=True,
-            env=env,
-        )
+        subprocess.run(argv, stdout=sink, check=True, env=env)
     took = time.monotonic() - started
     rss = peak_rss_mb(proxy.proc.pid)
     proxy.stop()

@@ -58,6 +58,18 @@ def pgbouncer_binary() -> Path | None:
     return Path(found) if found else None
 
 
+def client(
+    tool: str, port: int, *args: str, role: str = "app_user", dbname: str = "app"
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment to run psql or pgbench against 127.0.0.1:`port` as `role`."""
+    argv = [str(postgres_bindir() / tool), "-h", "127.0.0.1", "-p", str(port), "-U", role]
+    if tool == "psql":
+        argv += ["-X", "-d", dbname, *args]
+    else:
+        argv += [*args, dbname]
+    return argv, {**os.environ, "PGPASSWORD": ROLES.get(role, ("", ""))[0]}
+
+
 def pgaudit_available(bindir: Path) -> bool:
     libdir = bindir.parent / "lib"
     return (libdir / "pgaudit.so").exists()

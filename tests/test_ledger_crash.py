@@ -6,7 +6,6 @@ must appear in a statement event the ledger holds, and `scalple verify` must pas
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -19,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scalple.cli.main import app
-from scalple.sandbox import Sandbox
+from scalple.sandbox import Sandbox, client
 from tests.proxyproc import ProxyProc, read_events
 
 SCRIPT = """\\set r random(1, 999999999999)
@@ -34,26 +33,11 @@ pytestmark = pytest.mark.skipif(shutil.which("pgbench") is None, reason="pgbench
 
 
 def _pgbench(proxy: ProxyProc, script: Path, seconds: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "PGPASSWORD": "app_secret"}
-    args = [
-        "pgbench",
-        "-n",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(proxy.port),
-        "-U",
-        "app_user",
-        "-c",
-        "4",
-        "-T",
-        str(seconds),
-        "-f",
-        str(script),
-        "app",
-    ]
+    argv, env = client(
+        "pgbench", proxy.port, "-n", "-c", "4", "-T", str(seconds), "-f", str(script)
+    )
     return subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 

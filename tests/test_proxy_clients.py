@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import threading
@@ -14,40 +13,14 @@ import asyncpg
 import psycopg
 import pytest
 
-from scalple.sandbox import ROLES, Sandbox, postgres_bindir
+from scalple.sandbox import ROLES, Sandbox, client
 from tests.proxyproc import ProxyProc
 
 
-def _bin(name: str) -> str:
-    return str(postgres_bindir() / name)
-
-
 def test_psql_multi_statement_and_errors(proxy: ProxyProc) -> None:
-    env = {**os.environ, "PGPASSWORD": "app_secret"}
-    out = subprocess.run(
-        [
-            _bin("psql"),
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(proxy.port),
-            "-U",
-            "app_user",
-            "-d",
-            "app",
-            "-c",
-            "SELECT 1 AS a; SELECT 2 AS b",
-            "-c",
-            "SELECT 1/0",
-            "-c",
-            "",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-    )
+    argv, env = client("psql", proxy.port, "-c", "SELECT 1 AS a; SELECT 2 AS b",
+                       "-c", "SELECT 1/0", "-c", "")  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
     assert "division by zero" in out.stderr
     rows = proxy.statements()
     assert [(r["statement"], r["status"]) for r in rows] == [
@@ -199,14 +172,8 @@ def test_notices_notifications_and_large_rows(
 
 
 def _pgbench(port: int, *args: str) -> str:
-    env = {**os.environ, "PGPASSWORD": "app_secret"}
-    out = subprocess.run(
-        [_bin("pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "app_user", *args, "app"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    argv, env = client("pgbench", port, *args)
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
 

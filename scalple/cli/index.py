@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from scalple import config as cfg
+from scalple.cli.progress import progress_bar
 from scalple.dsar.index import UpdateResult, describe, open_index, sealed_segments, update_index
 from scalple.ledger.layout import Layout
 
@@ -33,13 +32,7 @@ def _run(ledger: Path, rebuild: bool, json_out: bool) -> UpdateResult:
         return update_index(ledger, rebuild=rebuild)
     todo = sealed_segments(Layout(ledger))
     total = sum(s.last_seq - s.first_seq + 1 for s in todo)
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("indexing events", total=total)
         if not rebuild:
             bar.advance(task, open_index(ledger).upto)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from scalple import config as cfg
+from scalple.cli.progress import progress_bar
 from scalple.errors import LedgerError, ScalpleError, TamperDetected
 from scalple.ledger.checkpoint import Checkpoint, read_checkpoint
 from scalple.ledger.keys import PUBLIC_KEY, load_public_key, resolve_key_dir
@@ -64,13 +64,7 @@ def _progress(show: bool, total: int) -> Iterator[Advance]:
     if not show:
         yield lambda n: None
         return
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("verifying", total=total)
         yield lambda n: bar.advance(task, n)
 

@@ -12,6 +12,7 @@ Sequence numbers start at 1 and have no gaps; a segment's name gives the seqs it
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,6 +78,15 @@ class Layout:
 
     def rotations(self) -> list[Path]:
         return sorted(p for p in _list(self.key_dir) if p.suffix == ".rotation")
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory by name (a directory, so a new name in it survives a crash)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _list(directory: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from scalple.errors import LedgerError
 from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256
 from scalple.ledger.columns import READ_JSON_COLUMNS, SELECT_COLUMNS
 from scalple.ledger.keys import SigningKey
-from scalple.ledger.layout import Layout
+from scalple.ledger.layout import Layout, fsync_path
 from scalple.ledger.recovery import Pending
 
 READ_ONLY = 0o444
@@ -31,14 +31,6 @@ if TYPE_CHECKING:
 class Sealed:
     checkpoint: Checkpoint
     digest: str
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_parquet(con: duckdb.DuckDBPyConnection, journal: Path, out: Path) -> None:
@@ -98,7 +90,7 @@ def seal(
     finally:
         con.close()
     os.chmod(tmp, READ_ONLY)
-    _fsync_path(tmp)
+    fsync_path(tmp)
     os.replace(tmp, files.parquet)
     checkpoint = Checkpoint(
         segment=files.parquet.name,
@@ -113,6 +105,6 @@ def seal(
         public_key=key.public,
     ).signed(key)
     data = _write_checkpoint(files.checkpoint, checkpoint)
-    _fsync_path(layout.segment_dir)
+    fsync_path(layout.segment_dir)
     pending.path.unlink()
     return Sealed(checkpoint, digest(data))

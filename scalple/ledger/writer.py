@@ -22,7 +22,7 @@ from scalple.errors import LedgerError, LedgerUnavailable
 from scalple.events import AuditEvent
 from scalple.ledger.canonical import chain_into
 from scalple.ledger.keys import SigningKey, key_id
-from scalple.ledger.layout import Layout
+from scalple.ledger.layout import Layout, fsync_path
 from scalple.ledger.recovery import Pending, State, recover, system_event
 from scalple.ledger.seal import Sealed
 from scalple.ledger.threads import Sealer, Syncer, Timer, Waiter, notify
@@ -38,14 +38,6 @@ def _lock(layout: Layout) -> int:
         os.close(fd)
         raise LedgerError(f"ledger {layout.root} is in use by another process") from None
     return fd
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -137,7 +129,7 @@ class LedgerSink:
         path = self._live.path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if self._durable:
-            _fsync_dir(path.parent)  # the new name must survive a power cut too
+            fsync_path(path.parent)  # the new name must survive a power cut too
         self._size = os.fstat(self._fd).st_size
         self._opened = time.monotonic()
 
