@@ -212,3 +212,13 @@ def test_pgbench_statements_are_all_recorded(
     assert len(rows) - len(script) == 2
     assert all(r["status"] == "ok" for r in rows)
     assert sum(r["statement"].lstrip().upper().startswith("UPDATE") for r in rows) == 3 * processed
+
+
+def test_error_in_the_middle_of_a_result(proxy: ProxyProc) -> None:
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 10 / (5 - g) FROM generate_series(1, 10) g -- midway")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    (midway,) = [r for r in proxy.statements() if "midway" in r["statement"]]
+    assert midway["status"] == "error" and midway["sqlstate"] == "22012"
+    assert midway["rows"] == 4, "the rows sent before the error are counted"
