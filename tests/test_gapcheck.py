@@ -104,15 +104,20 @@ def test_shared_role_through_pgbouncer_with_a_leaked_set_is_a_gap(sandbox: Sandb
     assert report["checked_as"] == MONITOR
 
 
-def test_session_around_the_proxy_is_named(sandbox: Sandbox) -> None:
-    # Every TCP session in the sandbox comes from 127.0.0.1, the "proxy"; this one uses the socket.
-    direct = psycopg.connect(
+def _socket_session(sandbox: Sandbox) -> psycopg.Connection[tuple[object, ...]]:
+    """A DBA's psql-like session over the Unix socket, i.e. not through the proxy's address."""
+    return psycopg.connect(
         host=str(sandbox.base),
         port=sandbox.pg_port,
         dbname="app",
         user="trust_user",
         application_name="dba-psql",
     )
+
+
+def test_session_around_the_proxy_is_named(sandbox: Sandbox) -> None:
+    # Every TCP session in the sandbox comes from 127.0.0.1, the "proxy"; this one uses the socket.
+    direct = _socket_session(sandbox)
     try:
         pid = direct.info.backend_pid
         code, report = gap_check(sandbox.dsn(MONITOR), "--proxy-addr", "127.0.0.1/32")
@@ -125,13 +130,7 @@ def test_session_around_the_proxy_is_named(sandbox: Sandbox) -> None:
 
 
 def test_proxy_addresses_come_from_the_environment_too(sandbox: Sandbox) -> None:
-    direct = psycopg.connect(
-        host=str(sandbox.base),
-        port=sandbox.pg_port,
-        dbname="app",
-        user="trust_user",
-        application_name="dba-psql",
-    )
+    direct = _socket_session(sandbox)
     try:
         _, with_env = gap_check(sandbox.dsn(MONITOR), SCALPLE_PROXY_ADDRS="127.0.0.1/32")
         _, without = gap_check(sandbox.dsn(MONITOR), SCALPLE_PROXY_ADDRS="")

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from scalple.errors import LedgerError
+from scalple.ledger.layout import write_atomically
 
 log = logging.getLogger("scalple.ledger")
 
@@ -97,15 +98,7 @@ def public_pem(public: str) -> bytes:
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     """Create `path` with `mode` from the start (never briefly world-readable), then fsync."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomically(path, data, mode, create_mode=mode)
 
 
 def _private_path(key_dir: Path) -> Path:

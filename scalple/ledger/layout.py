@@ -89,6 +89,20 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(path: Path, data: bytes, mode: int, *, create_mode: int = 0o600) -> None:
+    """Write `path` whole or not at all: a temp file created `create_mode` (never briefly
+    readable by others), set to `mode`, fsynced, then renamed over `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, create_mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 def _list(directory: Path) -> list[Path]:
     try:
         return list(directory.iterdir())

@@ -16,7 +16,7 @@ from scalple.errors import LedgerError
 from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256
 from scalple.ledger.columns import READ_JSON_COLUMNS, SELECT_COLUMNS
 from scalple.ledger.keys import SigningKey
-from scalple.ledger.layout import Layout, fsync_path
+from scalple.ledger.layout import Layout, fsync_path, write_atomically
 from scalple.ledger.recovery import Pending
 
 READ_ONLY = 0o444
@@ -62,15 +62,7 @@ def _check(con: duckdb.DuckDBPyConnection, out: Path, pending: Pending) -> None:
 
 def _write_checkpoint(path: Path, checkpoint: Checkpoint) -> bytes:
     data = checkpoint.encode()
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, READ_ONLY)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomically(path, data, READ_ONLY)
     return data
 
 
