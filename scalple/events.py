@@ -60,6 +60,3 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     detail: str | None = None
     prev_hash: str = ""
     hash: str = ""
-
-
-EVENT_FIELDS: Final = AuditEvent.__struct_fields__

@@ -3,6 +3,7 @@ pgAudit off, a session around the proxy, and a checker without pg_monitor."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -67,8 +68,10 @@ def per_user_clusters() -> Iterator[dict[str, Sandbox]]:
             sb.cleanup()
 
 
-def connect_people(sb: Sandbox) -> list[psycopg.Connection[Any]]:
-    return [
+@contextlib.contextmanager
+def connected_people(sb: Sandbox) -> Iterator[list[psycopg.Connection[Any]]]:
+    """Each person of PEOPLE logged in with their own role, closed afterwards."""
+    people = [
         psycopg.connect(
             f"postgresql://{p}:{p}-pw@127.0.0.1:{sb.pg_port}/app",
             application_name=f"{p}-laptop",
@@ -76,6 +79,11 @@ def connect_people(sb: Sandbox) -> list[psycopg.Connection[Any]]:
         )
         for p in PEOPLE
     ]
+    try:
+        yield people
+    finally:
+        for con in people:
+            con.close()
 
 
 def test_shared_role_through_pgbouncer_with_a_leaked_set_is_a_gap(sandbox: Sandbox) -> None:
@@ -142,12 +150,8 @@ def test_proxy_addresses_come_from_the_environment_too(sandbox: Sandbox) -> None
 
 def test_per_user_roles_with_pgaudit_is_no_gap(per_user_clusters: dict[str, Sandbox]) -> None:
     sb = per_user_clusters["audited"]
-    people = connect_people(sb)
-    try:
+    with connected_people(sb):
         code, report = gap_check(sb.dsn(MONITOR))
-    finally:
-        for con in people:
-            con.close()
     assert code == 0 and report["verdict"] == "no_gap", report
     assert report["sessions"] == 3
     assert severities(report, "shared_roles") == ["ok"]
@@ -156,12 +160,8 @@ def test_per_user_roles_with_pgaudit_is_no_gap(per_user_clusters: dict[str, Sand
 
 def test_pgaudit_off_is_a_gap(per_user_clusters: dict[str, Sandbox]) -> None:
     sb = per_user_clusters["unaudited"]
-    people = connect_people(sb)
-    try:
+    with connected_people(sb):
         code, report = gap_check(sb.dsn(MONITOR))
-    finally:
-        for con in people:
-            con.close()
     assert code == 1, report
     assert severities(report, "pgaudit") == ["gap"]
     assert "not loaded" in findings(report, "pgaudit")[0]["title"]
@@ -172,13 +172,9 @@ def test_without_pg_monitor_it_says_what_it_could_not_see(
     per_user_clusters: dict[str, Sandbox],
 ) -> None:
     sb = per_user_clusters["audited"]
-    people = connect_people(sb)
-    try:
+    with connected_people(sb):
         code, report = gap_check(sb.dsn("pw_user"))
         human = CliRunner().invoke(app, ["gap-check", sb.dsn("pw_user")], env={"COLUMNS": "200"})
-    finally:
-        for con in people:
-            con.close()
     assert code == 2 and report["verdict"] == "unknown", report
     assert any("pg_read_all_stats" in u for u in report["unseen"])
     assert any("shared_preload_libraries" in u for u in report["unseen"])
@@ -222,12 +218,8 @@ def test_set_history_is_seen_after_the_session_is_gone(
         f"postgresql://bob:bob-pw@127.0.0.1:{sb.pg_port}/app", autocommit=True
     ) as con:
         con.execute("SET app.tenant_id = '17'")
-    people = connect_people(sb)
-    try:
+    with connected_people(sb):
         code, report = gap_check(sb.dsn(MONITOR))
-    finally:
-        for con in people:
-            con.close()
     assert code == 1  # pgAudit is off here
     leak = findings(report, "set_attribution")[0]
     assert leak["severity"] == "warning"  # bob is one person's role, not a pooled one
@@ -240,12 +232,8 @@ def test_set_history_is_seen_after_the_session_is_gone(
 def test_pgaudit_switched_off_for_one_role_is_a_gap(per_user_clusters: dict[str, Sandbox]) -> None:
     sb = per_user_clusters["audited"]
     sb.psql("ALTER ROLE analyst SET pgaudit.log = 'none'")
-    people = connect_people(sb)
-    try:
+    with connected_people(sb):
         code, report = gap_check(sb.dsn(MONITOR))
-    finally:
-        for con in people:
-            con.close()
         sb.psql("ALTER ROLE analyst RESET pgaudit.log")
     assert code == 1, report
     off = [f for f in findings(report, "pgaudit") if f["severity"] == "gap"]

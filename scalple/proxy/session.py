@@ -123,6 +123,8 @@ class Prepared:
     claim: Claim | None = None
     refusal: tuple[str, str, str | None] | None = None
     fields: tuple[codec.Field, ...] | None = None
+    # The statement's comment claim, parsed once at Parse rather than at every Execute.
+    comment: Claim | bool | None = False
 
 
 @dataclass(slots=True)
@@ -430,9 +432,15 @@ class Session:
                 self._copy_data(b"\n")
             step.upstream.append(frame.raw)
 
-    def _claim_for(self, sql: str) -> tuple[Claim | None, tuple[str, str, str | None] | None]:
-        """The claim a statement carries (or None) and a refusal if the client may not make it."""
-        comment = identity.parse_comment(sql)
+    def _claim_for(
+        self, sql: str, comment: Claim | bool | None = False
+    ) -> tuple[Claim | None, tuple[str, str, str | None] | None]:
+        """The claim a statement carries (or None) and a refusal if the client may not make it.
+
+        `comment` is the statement's comment claim when already parsed (False: parse it now).
+        """
+        if comment is False or comment is True:
+            comment = identity.parse_comment(sql)
         if comment is not None and not self.may_assert:
             return None, (
                 "42501",
@@ -546,7 +554,7 @@ class Session:
 
     def _parse(self, step: Step, raw: bytes, body: bytes) -> None:
         name, sql, oids = codec.decode_parse(body)
-        prepared = Prepared(sql)
+        prepared = Prepared(sql, comment=identity.parse_comment(sql))
         try:
             prepared.claim = identity.parse_set(sql)
         except identity.IdentitySyntaxError as exc:
@@ -571,7 +579,7 @@ class Session:
         set_claim = prepared.claim
         if set_claim is not None:
             refusal = refusal or self._apply_set(set_claim)
-        claim, bad_claim = self._claim_for(prepared.sql)
+        claim, bad_claim = self._claim_for(prepared.sql, prepared.comment)
         refusal = refusal or bad_claim or self._unattributed(prepared.sql, claim, set_claim)
         run = (
             self._run(prepared.sql, claim, portal.params, portal.formats)
