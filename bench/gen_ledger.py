@@ -16,31 +16,40 @@ subject secret of `customer` ids and `email` addresses, exactly as the proxy mak
 from __future__ import annotations
 
 import argparse
+import binascii
 import hashlib
+import itertools
 import json
 import os
+import random
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
 import duckdb
 import msgspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from scalple.analysis.subjects import subject_hash
 from scalple.events import AuditEvent
 from scalple.ledger.canonical import EVENT_DOMAIN, GENESIS, canonical_bytes, event_hash
 from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256
-from scalple.ledger.columns import CANONICAL_SQL, COLUMN_TYPES, SELECT_COLUMNS
+from scalple.ledger.columns import COLUMN_TYPES, SELECT_COLUMNS, canonical_sql
 from scalple.ledger.keys import signing_key, subject_secret
-from scalple.ledger.layout import Layout
+from scalple.ledger.layout import Layout, write_atomically
 from scalple.ledger.seal import READ_ONLY, ROW_GROUP_ROWS
 
 T0: Final = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z, µs
 SPAN: Final = 182 * 86_400 * 1_000_000  # six months
 SERVICES: Final = ("svc-app", "svc-billing", "svc-support", "svc-reporting", "svc-etl")
 _SUFFIX: Final = b'","hash":""}'  # canonical form after the prev_hash value
+_PLAIN_SQL: Final = canonical_sql(escaped=frozenset())  # see `_render`
+SAMPLE_EDGE: Final = 200  # rows at each end of every segment rechecked through msgspec
+SAMPLE_RANDOM: Final = 200  # and rows at random
 
 # id, share, class, statement, tables, columns, stmt subjects, result subjects, rows
 # subjects: c = customer kind of the drawn id, e = email kind of it.
@@ -249,11 +258,15 @@ def _statements_sql(plan: Plan, s_lo: int, s_hi: int) -> str:
       {T0} + CAST(s * ({SPAN} / {plan.statements}) AS BIGINT) AS ts,
       CASE WHEN rowspec = 'bulk' THEN 200000 ELSE 200 END + CAST(u_dur * 5000 AS BIGINT) AS dur
     FROM pick JOIN subj ON subj.id = pick.sid LEFT JOIN bulk USING (s)
+    ORDER BY s
     """
 
 
-def _events_sql(first: int, last: int) -> str:
-    """The AuditEvent columns of seqs [first, last]: seq 2s+1 is statement s, 2s+2 its outcome."""
+def _events_sql(first: int, last: int, st: str = "st") -> str:
+    """The AuditEvent columns of seqs [first, last]: seq 2s+1 is statement s, 2s+2 its outcome.
+
+    In seq order without a sort, as long as `st` is in statement order (insertion order kept).
+    """
     tag = (
         "CASE WHEN cls = 'READ' THEN 'SELECT ' || CAST(nrows AS VARCHAR) "
         "WHEN sql LIKE 'UPDATE%' THEN 'UPDATE ' || CAST(nrows AS VARCHAR) "
@@ -300,19 +313,71 @@ def _events_sql(first: int, last: int) -> str:
     select = ", ".join(f'CAST({expr} AS {COLUMN_TYPES[n]}) AS "{n}"' for n, expr in cols.items())
     return f"""
     SELECT {select} FROM (
-      SELECT seq, (seq - 1) // 2 AS s, (seq - 1) % 2 = 1 AS o FROM range({first}, {last + 1}) r(seq)
-    ) e JOIN st USING (s) ORDER BY seq
+      SELECT *, 2 * s + 1 + CAST(o AS BIGINT) AS seq
+      FROM (SELECT *, unnest([false, true]) AS o FROM {st})
+    ) WHERE seq BETWEEN {first} AND {last}
     """
 
 
-def _chain_hashes(prefixes: list[bytes], prev: str) -> tuple[list[str], list[str]]:
-    prevs, hashes = [], []
-    sha, dom, suf = hashlib.sha256, EVENT_DOMAIN, _SUFFIX
-    for pre in prefixes:
-        prevs.append(prev)
-        prev = sha(dom + pre + prev.encode() + suf).hexdigest()
-        hashes.append(prev)
-    return prevs, hashes
+def _chain(canon: pa.ChunkedArray, prev: str) -> bytes:
+    """The hashes (64 hex bytes each, back to back) of the records `canon` (canonical bytes with
+    prev_hash blank), chained on from `prev`. Reads Arrow's buffers in place."""
+    domain, suf, hexlify = hashlib.sha256(EVENT_DOMAIN), _SUFFIX, binascii.hexlify
+    cut = len(_SUFFIX)  # the record up to the prev_hash value, which goes in between
+    last = prev.encode()
+    out = bytearray()
+    for chunk in canon.chunks:
+        _, offsets, data = chunk.buffers()
+        ends = np.frombuffer(offsets, np.int32, len(chunk) + 1, chunk.offset * 4).tolist()
+        mv = memoryview(data)  # type: ignore[arg-type]
+        for a, b in itertools.pairwise(ends):
+            h = domain.copy()
+            h.update(mv[a : b - cut])
+            h.update(last + suf)
+            last = hexlify(h.digest())
+            out += last
+    return bytes(out)
+
+
+def _hex_column(data: bytes) -> pa.Array:
+    """64-byte hex hashes back to back as an Arrow string column (no per-row objects)."""
+    n = len(data) // 64
+    offsets = pa.py_buffer(np.arange(0, 64 * n + 1, 64, dtype=np.int32))
+    return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(data))
+
+
+class Rendered(msgspec.Struct):
+    """One segment's events, built in table `seg<slot>`, and their canonical prefixes."""
+
+    first: int
+    last: int
+    slot: int
+    canon: pa.ChunkedArray
+
+
+def _render(
+    con: duckdb.DuckDBPyConnection, plan: Plan, first: int, last: int, slot: int
+) -> Rendered:
+    """Build the events of seqs [first, last] and render each one's canonical bytes.
+
+    Rendering skips JSON escaping: every generated string comes from a vocabulary without
+    quotes, backslashes or control characters (checked by `_check_vocabulary`), so the bytes
+    are those `CANONICAL_SQL` makes; each written segment is also spot-checked through msgspec.
+    """
+    cur = con.cursor()  # its own connection: renders the next segment while one is written
+    try:
+        s_lo, s_hi = (first - 1) // 2, (last - 1) // 2 + 1
+        st, seg = f"st{slot}", f"seg{slot}"
+        cur.execute(f"CREATE OR REPLACE TABLE {st} AS {_statements_sql(plan, s_lo, s_hi)}")
+        cur.execute(f"CREATE OR REPLACE TABLE {seg} AS {_events_sql(first, last, st)}")
+        cur.execute(f"DROP TABLE {st}")
+        rel = cur.sql(f'SELECT "seq", encode({_PLAIN_SQL}) AS c FROM {seg}').to_arrow_table()
+    finally:
+        cur.close()
+    seqs = rel.column("seq").combine_chunks()
+    if seqs[0].as_py() != first or not pc.all(pc.equal(pc.pairwise_diff(seqs), 1)).as_py():
+        raise SystemExit(f"segment {first}..{last} was not rendered in seq order")
+    return Rendered(first, last, slot, rel.column("c"))
 
 
 class BulkWriter:
@@ -324,58 +389,68 @@ class BulkWriter:
         self.key = signing_key(key_dir)
         self.last_hash, self.prev_cp = GENESIS, ""
 
-    def segment(self, con: duckdb.DuckDBPyConnection, first: int, last: int) -> None:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE seg AS {_events_sql(first, last)}")
-        canon = con.execute(
-            f"SELECT encode({CANONICAL_SQL}) FROM seg ORDER BY seq"
-        ).to_arrow_table()
-        # With prev_hash '' the canonical form ends '"prev_hash":"' + _SUFFIX: cut the suffix.
-        prefixes = [c[: -len(_SUFFIX)] for c in canon.column(0).to_pylist()]
+    def segment(self, con: duckdb.DuckDBPyConnection, seg: Rendered) -> None:
         first_prev = self.last_hash
-        prevs, hashes = _chain_hashes(prefixes, first_prev)
-        if first == 1:
-            _check_exact(con, hashes)
-        con.register("chain_src", pa.table({"prev_hash": prevs, "hash": hashes}))
-        files = self.layout.segment(first, last)
+        hashes = _chain(seg.canon, first_prev)
+        last_hash = hashes[-64:].decode()
+        prevs = first_prev.encode() + hashes[:-64]
+        chain = pa.table({"prev_hash": _hex_column(prevs), "hash": _hex_column(hashes)})
+        con.register("chain_src", chain)
+        files = self.layout.segment(seg.first, seg.last)
         tmp = files.parquet.with_name(files.parquet.name + ".tmp")
         cols = SELECT_COLUMNS.replace('"prev_hash", "hash"', "c.prev_hash, c.hash")
         con.execute(
-            f"COPY (SELECT {cols} FROM (SELECT * EXCLUDE (prev_hash, hash) FROM seg) s "
-            f"POSITIONAL JOIN chain_src c ORDER BY seq) TO '{tmp}' "
+            f"COPY (SELECT {cols} FROM (SELECT * EXCLUDE (prev_hash, hash) FROM seg{seg.slot}) s "
+            f"POSITIONAL JOIN chain_src c) TO '{tmp}' "
             f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
         )
         con.unregister("chain_src")
+        con.execute(f"DROP TABLE seg{seg.slot}")
+        _check_sample(con, tmp, seg.first, seg.last)
         os.chmod(tmp, READ_ONLY)
         os.replace(tmp, files.parquet)
         cp = Checkpoint(
             segment=files.parquet.name,
             segment_sha256=file_sha256(files.parquet),
-            events=last - first + 1,
-            first_seq=first,
-            last_seq=last,
+            events=seg.last - seg.first + 1,
+            first_seq=seg.first,
+            last_seq=seg.last,
             first_prev_hash=first_prev,
-            last_hash=hashes[-1],
+            last_hash=last_hash,
             prev_checkpoint=self.prev_cp,
             sealed_at=time.time_ns() // 1000,
             public_key=self.key.public,
         ).signed(self.key)
         data = cp.encode()
-        files.checkpoint.write_bytes(data)
-        os.chmod(files.checkpoint, READ_ONLY)
-        self.last_hash, self.prev_cp = hashes[-1], digest(data)
+        write_atomically(files.checkpoint, data, READ_ONLY)
+        self.last_hash, self.prev_cp = last_hash, digest(data)
 
 
-def _check_exact(con: duckdb.DuckDBPyConnection, hashes: list[str]) -> None:
-    """The first records, rebuilt through msgspec, hash the same: SQL and canonical agree."""
-    cur = con.execute("SELECT * FROM seg ORDER BY seq LIMIT 2000")
+def _check_sample(con: duckdb.DuckDBPyConnection, path: Path, first: int, last: int) -> None:
+    """Rows of the written segment, rebuilt through msgspec, hash as their hash column says:
+    the fast rendering, the chain and the row order agree with the ledger's own encoder."""
+    n = last - first + 1
+    rng = random.Random(first)
+    picks = {first + i for i in range(min(n, SAMPLE_EDGE))}
+    picks |= {last - i for i in range(min(n, SAMPLE_EDGE))}
+    picks |= {first + rng.randrange(n) for _ in range(SAMPLE_RANDOM)}
+    seqs = ", ".join(map(str, sorted(picks)))
+    cur = con.execute(f"SELECT * FROM read_parquet('{path}') WHERE seq IN ({seqs})")
     names = [d[0] for d in cur.description or ()]
-    prev = GENESIS
-    for row, h in zip(cur.fetchall(), hashes, strict=False):
+    for row in cur.fetchall():
         values = dict(zip(names, row, strict=True))
-        event = msgspec.convert({**values, "prev_hash": prev, "hash": ""}, AuditEvent)
-        if event_hash(canonical_bytes(event)) != h:
-            raise SystemExit(f"canonical SQL and msgspec disagree at seq {values['seq']}")
-        prev = h
+        event = msgspec.convert({**values, "hash": ""}, AuditEvent)
+        if event_hash(canonical_bytes(event)) != values["hash"]:
+            raise SystemExit(f"segment row at seq {values['seq']} does not hash as msgspec does")
+
+
+def _check_vocabulary() -> None:
+    """Every string the generator can write is free of what JSON escapes (see `_render`)."""
+    texts = [*SERVICES, "permission denied for table customers", "***", "app_user", "app"]
+    texts += [x for t in TEMPLATES for x in (t[3], *t[4], *t[5])]
+    bad = [t for t in texts if any(c in t for c in '"\\') or any(ord(c) < 0x20 for c in t)]
+    if bad:
+        raise SystemExit(f"generator text needs JSON escaping, which the fast path skips: {bad}")
 
 
 def _sink_write(con: duckdb.DuckDBPyConnection, first: int, last: int, sink: Any) -> None:
@@ -385,6 +460,31 @@ def _sink_write(con: duckdb.DuckDBPyConnection, first: int, last: int, sink: Any
     while batch := cur.fetchmany(10_000):
         events = [msgspec.convert(dict(zip(names, r, strict=True)), AuditEvent) for r in batch]
         sink.append_sync(events)
+
+
+def _report(last: int, started: float) -> None:
+    done = time.monotonic() - started
+    print(f"  {last:,} events  {done:.0f}s  ({last / done:,.0f}/s)", file=sys.stderr)
+
+
+def _bulk(
+    con: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    spans: list[tuple[int, int]],
+    writer: BulkWriter,
+    started: float,
+) -> None:
+    """Render segment k+1 in a second thread (DuckDB, GIL released) while segment k is chained
+    and written: the chain is the one step that cannot be split, so it never waits."""
+    _check_vocabulary()
+    with ThreadPoolExecutor(1) as pool:
+        ahead: Future[Rendered] = pool.submit(_render, con, plan, *spans[0], 0)
+        for k in range(len(spans)):
+            seg = ahead.result()
+            if k + 1 < len(spans):
+                ahead = pool.submit(_render, con, plan, *spans[k + 1], (k + 1) % 2)
+            writer.segment(con, seg)
+            _report(seg.last, started)
 
 
 def generate(out: Path, plan: Plan, mode: str) -> dict[str, Any]:
@@ -398,24 +498,21 @@ def generate(out: Path, plan: Plan, mode: str) -> dict[str, Any]:
     _subject_table(con, secret, plan.subjects)
     _template_table(con)
     step = plan.segment_events
-    sink = None
+    spans = [
+        (first, min(first + step - 1, plan.events)) for first in range(1, plan.events + 1, step)
+    ]
     if mode == "sink":
         from scalple.ledger import open_sink
 
         sink = open_sink(ledger, "os", key_dir=str(key_dir), seal_bytes=step * 700)
-    writer = BulkWriter(ledger, key_dir) if mode == "bulk" else None
-    for first in range(1, plan.events + 1, step):
-        last = min(first + step - 1, plan.events)
-        s_lo, s_hi = (first - 1) // 2, (last - 1) // 2 + 1
-        con.execute(f"CREATE OR REPLACE TEMP TABLE st AS {_statements_sql(plan, s_lo, s_hi)}")
-        if writer is not None:
-            writer.segment(con, first, last)
-        else:
+        for first, last in spans:
+            s_lo, s_hi = (first - 1) // 2, (last - 1) // 2 + 1
+            con.execute(f"CREATE OR REPLACE TEMP TABLE st AS {_statements_sql(plan, s_lo, s_hi)}")
             _sink_write(con, first, last, sink)
-        done = time.monotonic() - started
-        print(f"  {last:,} events  {done:.0f}s  ({last / done:,.0f}/s)", file=sys.stderr)
-    if sink is not None:
+            _report(last, started)
         sink.close()
+    else:
+        _bulk(con, plan, spans, BulkWriter(ledger, key_dir), started)
     con.close()
     elapsed = time.monotonic() - started
     meta = {

@@ -71,9 +71,9 @@ def _json_str(x: str, free_text: bool) -> str:
     return f"""CASE WHEN {x} IS NULL THEN 'null' ELSE concat('"', {escaped}, '"') END"""
 
 
-def _json_value(name: str, duck_type: str) -> str:
+def _json_value(name: str, duck_type: str, escaped: frozenset[str]) -> str:
     col = f'"{name}"'
-    free = name in _FREE_TEXT
+    free = name in escaped
     if name == "hash":
         return "'\"\"'"  # the canonical form blanks the hash
     if duck_type == "BIGINT":
@@ -86,16 +86,21 @@ def _json_value(name: str, duck_type: str) -> str:
     return _json_str(col, free)
 
 
-def _canonical_sql() -> str:
+def canonical_sql(escaped: frozenset[str] = _FREE_TEXT) -> str:
+    """The canonical-JSON expression, escaping string values only in the fields `escaped`.
+
+    Anything but the default is for writers that know their text holds nothing JSON escapes
+    (no quote, backslash or control character): the same bytes, rendered much faster.
+    """
     # One concat() call: chained || would copy the growing row once per field.
     parts = []
     for i, (name, duck_type) in enumerate(COLUMN_TYPES.items()):
         parts.append("'" + ("{" if i == 0 else ",") + f'"{name}":' + "'")
-        parts.append(_json_value(name, duck_type))
+        parts.append(_json_value(name, duck_type, escaped))
     return "concat(" + ", ".join(parts) + ", '}')"
 
 
-CANONICAL_SQL: Final = _canonical_sql()
+CANONICAL_SQL: Final = canonical_sql()
 """A DuckDB expression over the event columns: the canonical JSON text of the row."""
 
 READ_JSON_COLUMNS: Final = "{" + ", ".join(f"'{n}': '{t}'" for n, t in COLUMN_TYPES.items()) + "}"
