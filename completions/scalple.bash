@@ -5,7 +5,7 @@ _scalple() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "$path $w" in
-            "scalple config"|"scalple config show"|"scalple demo"|"scalple dsar"|"scalple gap-check"|"scalple index"|"scalple index rebuild"|"scalple index status"|"scalple index update"|"scalple keys"|"scalple keys export-public"|"scalple keys init"|"scalple keys rotate"|"scalple serve"|"scalple verify") path="$path $w" ;;
+            "scalple config"|"scalple config show"|"scalple demo"|"scalple dsar"|"scalple gap-check"|"scalple index"|"scalple index compact"|"scalple index rebuild"|"scalple index status"|"scalple index update"|"scalple keys"|"scalple keys export-public"|"scalple keys init"|"scalple keys rotate"|"scalple serve"|"scalple verify") path="$path $w" ;;
         esac
     done
     case "$path" in
@@ -61,7 +61,17 @@ _scalple() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "rebuild status update" -- "$cur"))
+                COMPREPLY=($(compgen -W "compact rebuild status update" -- "$cur"))
+            fi
+            ;;
+        "scalple index compact")
+            case "$prev" in
+                --ledger) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --target-events) COMPREPLY=(); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--ledger --config -c --target-events --json --help" -- "$cur"))
             fi
             ;;
         "scalple index rebuild")

@@ -10,7 +10,18 @@ import typer
 
 from scalple import config as cfg
 from scalple.cli.progress import progress_bar
-from scalple.dsar.index import UpdateResult, describe, open_index, sealed_segments, update_index
+from scalple.dsar.index import (
+    UpdateResult,
+    describe,
+    follow_compaction,
+    open_index,
+    sealed_segments,
+    update_index,
+)
+from scalple.dsar.proof import note_compacted
+from scalple.ledger.compact import TARGET_EVENTS, CompactResult, Merge, events_to_compact
+from scalple.ledger.compact import compact as compact_ledger
+from scalple.ledger.keys import load_signing_key, resolve_key_dir
 from scalple.ledger.layout import Layout
 
 index_app = typer.Typer(
@@ -81,6 +92,54 @@ def status(
     typer.echo(
         f"index {stale}; covers seq 1..{info['indexed_upto']} of sealed 1..{info['sealed_upto']} "
         f"({info['segments']} segments, {len(info['runs'])} file(s))"
+    )
+
+
+def _compact(root: Path, key_dir: Path, target: int, json_out: bool) -> CompactResult:
+    key = load_signing_key(key_dir)  # never a new key: the merged checkpoints must chain on
+    _run(root, False, json_out)  # the index follows each merge only if it holds the originals
+
+    def follow(merge: Merge) -> None:
+        follow_compaction(root, merge)
+        note_compacted(root, merge)
+
+    if json_out or not sys.stderr.isatty():
+        return compact_ledger(root, key, target=target, on_merge=follow)
+    with progress_bar() as bar:
+        task = bar.add_task("compacting events", total=events_to_compact(root, key, target))
+        return compact_ledger(
+            root, key, target=target, on_merge=follow, progress=lambda n: bar.advance(task, n)
+        )
+
+
+@index_app.command()
+def compact(
+    ledger: Path | None = LedgerOpt,
+    config: Path | None = ConfigOpt,
+    target: int = typer.Option(
+        TARGET_EVENTS, "--target-events", help="Events per merged segment, at most.", min=2
+    ),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Merge runs of small sealed segments into fewer large ones, re-signed with the current key.
+
+    The merged checkpoint covers the same seqs and hashes and lists the checkpoints it replaces
+    (kept with their signatures beside it), so `scalple verify` still proves every event. Safe to
+    stop at any point: a later run finishes the job. The index follows each merge.
+    """
+    settings = cfg.load(config, {"ledger": str(ledger) if ledger else None})
+    root = settings.ledger_dir
+    result = _compact(root, resolve_key_dir(settings["key_dir"]), target, json_out)
+    merges = result.merges or []
+    if json_out:
+        info = {k: v for k, v in result.__dict__.items() if k != "merges"}
+        typer.echo(json.dumps({**info, "merged": [m.merged for m in merges]}))
+        return
+    typer.echo(
+        f"merged {sum(len(m.replaced) for m in merges)} segments into {len(merges)} "
+        f"({result.events:,} events); the ledger has {result.segments_after} segments "
+        f"(was {result.segments_before})"
+        + (f"; removed {result.cleaned} left by an earlier stop" if result.cleaned else "")
     )
 
 

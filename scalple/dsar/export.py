@@ -26,7 +26,12 @@ from scalple.dsar.query import Access, SubjectAnswer
 from scalple.dsar.render import subject_json, when
 from scalple.events import AuditEvent
 from scalple.ledger.canonical import canonical_bytes, event_hash
-from scalple.ledger.checkpoint import Checkpoint, file_sha256, read_checkpoint
+from scalple.ledger.checkpoint import (
+    Checkpoint,
+    convert_checkpoint,
+    file_sha256,
+    read_checkpoint,
+)
 from scalple.ledger.layout import Layout
 from scalple.ledger.query import quote
 
@@ -236,7 +241,7 @@ def _checkpoints(
     found = {}
     for name, raw in bundle.get("checkpoints", {}).items():
         try:
-            cp = msgspec.convert(raw, Checkpoint)
+            cp = convert_checkpoint(raw)  # a merged segment's checkpoint has more fields
         except msgspec.ValidationError as exc:
             out.problems.append(f"checkpoint of {name} is malformed: {exc}")
             continue

@@ -23,6 +23,7 @@ import msgspec
 
 from scalple.errors import LedgerError
 from scalple.ledger.checkpoint import digest
+from scalple.ledger.compact import Merge
 from scalple.ledger.layout import Layout, SegmentFiles
 from scalple.ledger.query import quote
 
@@ -336,3 +337,44 @@ def describe(state: IndexState) -> dict[str, Any]:
         "runs": [p.name for p in state.runs],
         "stale": state.stale,
     }
+
+
+def follow_compaction(ledger: Path, merge: Merge) -> bool:
+    """Keep the index current across one compaction step: the merged segment's access and actor
+    rows are its originals' rows together. False (index left for a rebuild) when the index did
+    not hold exactly those originals. The seq-keyed runs need no change: the seqs are the same."""
+    ledger = Path(ledger)
+    manifest = read_manifest(ledger)
+    names = [name for name, _ in manifest.segments]
+    if merge.replaced[0] not in names:
+        return False
+    i = names.index(merge.replaced[0])
+    j = i + len(merge.replaced)
+    if manifest.segments[i:j] != list(zip(merge.replaced, merge.replaced_digests, strict=True)):
+        return False
+    root = index_dir(ledger)
+    con = _connect(root)
+    try:
+        for sub, order, rows in (
+            (ACCESS_DIR, "", ACCESS_ROW_GROUP_ROWS),
+            (ACTOR_DIR, " ORDER BY who, seq", ACTOR_ROW_GROUP_ROWS),
+        ):
+            sources = ", ".join(quote(root / sub / name) for name in merge.replaced)
+            out = root / sub / merge.merged
+            tmp = out.with_name(out.name + ".tmp")
+            con.execute("SET preserve_insertion_order = true")
+            con.execute(
+                f"COPY (SELECT * FROM read_parquet([{sources}]){order}) TO {quote(tmp)} "
+                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {rows})"
+            )
+            os.replace(tmp, out)
+    except duckdb.IOException:
+        return False  # an original's rows are missing: the next update rebuilds
+    finally:
+        con.close()
+    manifest.segments[i:j] = [(merge.merged, merge.checkpoint_digest)]
+    _write_manifest(ledger, manifest)
+    for name in merge.replaced:
+        (root / ACCESS_DIR / name).unlink(missing_ok=True)
+        (root / ACTOR_DIR / name).unlink(missing_ok=True)
+    return True

@@ -21,7 +21,15 @@ import msgspec
 from scalple.dsar.index import index_dir, sealed_segments
 from scalple.errors import LedgerError
 from scalple.ledger.canonical import GENESIS
-from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256, read_checkpoint
+from scalple.ledger.checkpoint import (
+    Checkpoint,
+    CompactedCheckpoint,
+    digest,
+    file_sha256,
+    followers,
+    read_checkpoint,
+)
+from scalple.ledger.compact import Merge, check_replaced
 from scalple.ledger.journal import scan
 from scalple.ledger.keys import key_id, read_rotation
 from scalple.ledger.layout import Layout, SegmentFiles
@@ -125,7 +133,7 @@ class _Chain:
         self.rank = 0
         self.next_seq = 1
         self.last_hash = GENESIS
-        self.prev_digest = ""
+        self.prev_digests: tuple[str, ...] = ("",)
 
     def follow(self, seg: SegmentFiles) -> tuple[Checkpoint, str]:
         where = f"segments/{seg.checkpoint.name}"
@@ -149,7 +157,7 @@ class _Chain:
             if cp.first_seq != self.next_seq
             or (cp.first_seq, cp.last_seq) != (seg.first_seq, seg.last_seq)
             else "checkpoint does not follow the previous checkpoint"
-            if cp.prev_checkpoint != self.prev_digest or cp.first_prev_hash != self.last_hash
+            if cp.prev_checkpoint not in self.prev_digests or cp.first_prev_hash != self.last_hash
             else ""
         )
         if problem:
@@ -157,7 +165,7 @@ class _Chain:
         self.rank = rank or 0
         self.next_seq, self.last_hash = cp.last_seq + 1, cp.last_hash
         cp_digest = digest(data)
-        self.prev_digest = cp_digest
+        self.prev_digests = followers(cp, cp_digest)
         return cp, cp_digest
 
 
@@ -207,12 +215,20 @@ def verify_quick(ledger: Path, trusted_key: str) -> Verification:
             result.checkpoints += 1
             size, mtime, ino = _stat(seg.parquet)
             old = seen.get(seg.parquet.name)
-            if old and (old.checkpoint, old.size, old.mtime_ns, old.ino) == (
+            cached = old is not None and (old.checkpoint, old.size, old.mtime_ns, old.ino) == (
                 cp_digest,
                 size,
                 mtime,
                 ino,
-            ):
+            )
+            if isinstance(cp, CompactedCheckpoint):
+                layout = Layout(ledger)
+                bad = check_replaced(con, layout, seg, cp, chain.keys, boundaries=not cached)
+                if bad is not None:
+                    path, seq, what = bad
+                    at = f", seq {seq}" if seq is not None else ""
+                    raise _Bad(f"{path.relative_to(ledger)}{at}: {what}")
+            if old and cached:
                 fresh[seg.parquet.name] = old
                 result.cached_segments += 1
                 result.cached_since = min(result.cached_since or old.at, old.at)
@@ -273,3 +289,18 @@ def coverage(con: duckdb.DuckDBPyConnection, ledger: Path, indexed_upto: int) ->
         journal_events=int(journal or 0),
         indexed_upto=indexed_upto,
     )
+
+
+def note_compacted(ledger: Path, merge: Merge) -> None:
+    """Remember a merged segment as checked: compaction recomputed each of its event hashes
+    before signing it, as sealing does, so the next answer need not rehash it."""
+    ledger = Path(ledger)
+    seen = _load_seen(ledger)
+    if not seen:
+        return
+    for name in merge.replaced:
+        seen.pop(name, None)
+    seg = Layout(ledger).segment_dir / merge.merged
+    size, mtime, ino = _stat(seg)
+    seen[merge.merged] = _Seen(merge.checkpoint_digest, size, mtime, ino, time.time_ns() // 1000)
+    _save_seen(ledger, seen)

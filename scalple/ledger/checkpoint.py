@@ -45,6 +45,44 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.json.encode(self) + b"\n"
 
 
+class CompactedCheckpoint(Checkpoint, frozen=True, kw_only=True):
+    """Signs a segment that merges sealed segments (`scalple index compact`): the same seqs,
+    first prev_hash and last hash as theirs together, and `replaces`, the digests of their
+    checkpoints in order (kept whole, with their signatures, in the segment's side file). The
+    next checkpoint may follow either this one or the last one it replaces."""
+
+    v: int = 2
+    replaces: tuple[str, ...] = ()
+
+    def followed_by(self, own_digest: str) -> tuple[str, ...]:
+        return (own_digest, self.replaces[-1]) if self.replaces else (own_digest,)
+
+
+class _Version(msgspec.Struct):
+    v: int = 1
+
+
+def decode_checkpoint(data: bytes) -> Checkpoint:
+    """A checkpoint of either kind from its JSON; msgspec errors as they come."""
+    version = msgspec.json.decode(data, type=_Version).v
+    kind = CompactedCheckpoint if version == 2 else Checkpoint
+    return msgspec.json.decode(data, type=kind)
+
+
+def convert_checkpoint(raw: object) -> Checkpoint:
+    """A checkpoint of either kind from decoded JSON (as an export carries it)."""
+    version = raw.get("v", 1) if isinstance(raw, dict) else 1
+    kind = CompactedCheckpoint if version == 2 else Checkpoint
+    return msgspec.convert(raw, kind)
+
+
+def followers(cp: Checkpoint, own_digest: str) -> tuple[str, ...]:
+    """The `prev_checkpoint` values the checkpoint after `cp` may hold."""
+    if isinstance(cp, CompactedCheckpoint):
+        return cp.followed_by(own_digest)
+    return (own_digest,)
+
+
 def digest(data: bytes) -> str:
     """What the next checkpoint's `prev_checkpoint` holds: SHA-256 of this one's file bytes."""
     return hashlib.sha256(data).hexdigest()
@@ -57,7 +95,7 @@ def read_checkpoint(path: Path) -> tuple[Checkpoint, bytes]:
     except OSError as exc:
         raise LedgerError(f"cannot read checkpoint {path}: {exc.strerror}") from exc
     try:
-        return msgspec.json.decode(data, type=Checkpoint), data
+        return decode_checkpoint(data), data
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 is the latter
         raise LedgerError(f"{path} is not a checkpoint: {exc}") from exc
 

@@ -5,6 +5,8 @@
                                                  the highest-numbered is live, others await seal
     LEDGER/segments/<first:020>-<last:020>.parquet      sealed events, read-only (0444)
     LEDGER/segments/<first:020>-<last:020>.checkpoint   signed checkpoint of that segment (0444)
+    LEDGER/segments/<first:020>-<last:020>.replaced     of a merged segment (compaction): the
+                                                 checkpoints of the segments it replaced
     LEDGER/keys/<n:06>.rotation                  key rotation certificates (old key signs new)
 
 Sequence numbers start at 1 and have no gaps; a segment's name gives the seqs it holds.
@@ -68,16 +70,49 @@ class Layout:
         )
 
     def segments(self) -> list[SegmentFiles]:
-        """Segments by first seq, oldest first (a checkpoint file may be missing)."""
+        """Segments by first seq, oldest first (a checkpoint file may be missing).
+
+        Where compaction left a merged segment beside the segments it merges, one side is
+        listed: the merged one once its checkpoint exists, the originals until then.
+        """
+        return _one_side(self.segment_files())[0]
+
+    def superseded(self) -> list[SegmentFiles]:
+        """Segment files `segments` leaves out: merged ones not yet signed, or originals a
+        signed merged segment replaces (both left by a compaction that stopped midway)."""
+        return _one_side(self.segment_files())[1]
+
+    def segment_files(self) -> list[SegmentFiles]:
+        """Every segment file, overlapping ones included, by first seq and widest first."""
         found = [
-            (int(m.group(1)), int(m.group(2)), p)
+            (int(m.group(1)), -int(m.group(2)), p)
             for p in _list(self.segment_dir)
             if (m := _SEGMENT_RE.match(p.name))
         ]
-        return [SegmentFiles(a, b, p) for a, b, p in sorted(found)]
+        return [SegmentFiles(a, -b, p) for a, b, p in sorted(found)]
+
+    def replaced(self, seg: SegmentFiles) -> Path:
+        """The side file of a merged segment: the checkpoints of the segments it replaces."""
+        return seg.parquet.with_suffix(".replaced")
 
     def rotations(self) -> list[Path]:
         return sorted(p for p in _list(self.key_dir) if p.suffix == ".rotation")
+
+
+def _one_side(files: list[SegmentFiles]) -> tuple[list[SegmentFiles], list[SegmentFiles]]:
+    listed: list[SegmentFiles] = []
+    left_out: list[SegmentFiles] = []
+    for i, seg in enumerate(files):
+        if listed and seg.first_seq <= listed[-1].last_seq:
+            left_out.append(seg)  # inside a signed merged segment listed already
+            continue
+        nxt = files[i + 1] if i + 1 < len(files) else None
+        merged = nxt is not None and nxt.first_seq <= seg.last_seq
+        if merged and not seg.checkpoint.exists():
+            left_out.append(seg)  # a merge not yet signed: its originals are still the ledger
+            continue
+        listed.append(seg)
+    return listed, left_out
 
 
 def fsync_path(path: Path) -> None:

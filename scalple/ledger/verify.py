@@ -15,7 +15,15 @@ import duckdb
 
 from scalple.errors import LedgerError
 from scalple.ledger.canonical import GENESIS
-from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256, read_checkpoint
+from scalple.ledger.checkpoint import (
+    Checkpoint,
+    CompactedCheckpoint,
+    digest,
+    file_sha256,
+    followers,
+    read_checkpoint,
+)
+from scalple.ledger.compact import check_replaced, replaced_checkpoints
 from scalple.ledger.journal import scan
 from scalple.ledger.keys import key_id, read_rotation
 from scalple.ledger.layout import Layout, SegmentFiles, os_errors
@@ -71,7 +79,7 @@ class _Walk:
     progress: Progress
     checkpoints: list[Checkpoint] = field(default_factory=list)
     deep: bool = False
-    prev_digest: str = ""
+    prev_digests: tuple[str, ...] = ("",)  # what the next checkpoint's prev_checkpoint may be
     key_rank: int = -(2**62)  # checkpoints may start with any key of the chain
 
     @property
@@ -105,7 +113,7 @@ def _check_checkpoint(walk: _Walk, seg: SegmentFiles, cp: Checkpoint) -> None:
         missing = f"events {walk.next_seq}..{cp.first_seq - 1} are missing"
         what = missing if cp.first_seq > walk.next_seq else "segment overlaps the one before"
         raise walk.fail(seg.parquet, walk.next_seq, what + " (a segment removed or replaced?)")
-    if cp.prev_checkpoint != walk.prev_digest or cp.first_prev_hash != walk.report.last_hash:
+    if cp.prev_checkpoint not in walk.prev_digests or cp.first_prev_hash != walk.report.last_hash:
         raise walk.fail(where, cp.first_seq, "checkpoint does not follow the previous checkpoint")
     if cp.events != cp.last_seq - cp.first_seq + 1:
         raise walk.fail(where, cp.first_seq, "checkpoint event count disagrees with its seqs")
@@ -139,8 +147,12 @@ def _check_segment(walk: _Walk, con: duckdb.DuckDBPyConnection, seg: SegmentFile
         raise walk.fail(
             seg.parquet, None, "segment file differs from the digest its checkpoint signed"
         )
+    if isinstance(cp, CompactedCheckpoint):
+        if (bad := check_replaced(con, walk.layout, seg, cp, walk.keys)) is not None:
+            raise walk.fail(*bad)
+        walk.checkpoints.extend(replaced_checkpoints(walk.layout, seg))
     walk.checkpoints.append(cp)
-    walk.prev_digest = digest(data)
+    walk.prev_digests = followers(cp, digest(data))
     walk.report.segments += 1
     walk.report.events += rows.count
     walk.report.last_seq, walk.report.last_hash = cp.last_seq, cp.last_hash
@@ -154,6 +166,11 @@ def _sealing(walk: _Walk, seg: SegmentFiles) -> bool:
 
 def _check_segments(walk: _Walk) -> None:
     con = duckdb.connect(config={"threads": 2})
+    for seg in walk.layout.superseded():
+        walk.report.warnings.append(
+            f"{seg.parquet.name} is left over from a compaction that stopped midway; "
+            "the next `scalple index compact` removes it"
+        )
     try:
         for seg in walk.layout.segments():
             if not seg.checkpoint.exists():
@@ -195,8 +212,9 @@ def _check_extends(walk: _Walk, saved: Checkpoint, name: str) -> None:
     """The ledger holds exactly the saved checkpoint: it was not truncated or rewritten since."""
     if not saved.signature_valid() or walk.keys.rank(saved.public_key) is None:
         raise LedgerError(f"{name} is not a checkpoint signed by a trusted key")
-    ours = next((c for c in walk.checkpoints if c.last_seq == saved.last_seq), None)
-    if ours is None:
+    # A compacted ledger lists the replaced checkpoints too: the saved one may be any of them.
+    same_end = [c for c in walk.checkpoints if c.last_seq == saved.last_seq]
+    if not same_end:
         sealed = walk.checkpoints[-1].last_seq if walk.checkpoints else 0
         raise _Tampered(
             Finding(
@@ -206,10 +224,10 @@ def _check_extends(walk: _Walk, saved: Checkpoint, name: str) -> None:
                 f"at seq {sealed}: its tail was truncated or rolled back",
             )
         )
-    if ours != saved:
+    if saved not in same_end:
         raise _Tampered(
             Finding(
-                f"segments/{ours.segment}",
+                f"segments/{same_end[-1].segment}",
                 saved.last_seq,
                 f"checkpoint differs from {name}: history was rewritten",
             )
