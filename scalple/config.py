@@ -137,6 +137,21 @@ REGISTRY: tuple[Setting, ...] = (
         256 * 1024 * 1024,
         "largest client message accepted (bytes); larger ones close that connection",
     ),
+    Setting(
+        "tls_cert",
+        "proxy",
+        _str,
+        "",
+        "PEM certificate chain to offer clients TLS with (empty: answer SSLRequest with N)",
+    ),
+    Setting("tls_key", "proxy", _str, "", "PEM private key of tls_cert"),
+    Setting(
+        "require_tls",
+        "proxy",
+        _bool,
+        False,
+        "refuse clients that do not encrypt (needs tls_cert and tls_key)",
+    ),
     Setting("ledger", "ledger", _str, None, "ledger directory (default: the user data dir)"),
     Setting(
         "durability",

@@ -194,7 +194,7 @@ def _setting_default(s: cfg.Setting) -> str:
         return ", ".join(str(v) for v in s.default) or "empty"
     if isinstance(s.default, dict):
         return "empty" if not s.default else ", ".join(f"{k}={v}" for k, v in s.default.items())
-    return str(s.default)
+    return str(s.default) or "empty"
 
 
 def _setting_help(s: cfg.Setting) -> str:

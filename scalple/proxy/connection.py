@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from typing import TYPE_CHECKING, cast
 
 from scalple.proxy import codec
@@ -107,6 +108,9 @@ class ClientConnection(asyncio.Protocol):
     def _handle(self, step: Step) -> None:
         if step.client and self.transport is not None:
             self.transport.write(b"".join(step.client))
+        if step.start_tls:
+            self._start_tls()
+            return
         if step.cancel is not None:
             self.proxy.spawn(self.proxy.cancel(step.cancel))
             self.close()
@@ -149,6 +153,33 @@ class ClientConnection(asyncio.Protocol):
             self.close()
         else:
             self._arm_stall()
+
+    def _start_tls(self) -> None:
+        """Hand the socket to TLS: not one more byte may be read in the clear before it."""
+        assert self.transport is not None and self.proxy.tls is not None
+        # Held until the TLS transport is ours: the client may speak the moment the handshake
+        # ends, before start_tls has returned, and answers must not go out in the clear.
+        self.pause("tls")
+        self.proxy.spawn(self._handshake(self.transport, self.proxy.tls))
+
+    async def _handshake(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await asyncio.wait_for(
+                loop.start_tls(raw, self, context, server_side=True), self.proxy.stall_timeout
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            # The client expects TLS now: a PostgreSQL error in the clear would mean nothing.
+            log.warning("TLS handshake with a client failed: %s", exc or "timeout")
+            raw.close()
+            return
+        if tls is None or self.closed:
+            raw.close()
+            return
+        self.transport = tls
+        self._socket_paused = False  # the paused socket was the raw one; TLS reads on its own
+        self.resume("tls")
+        self._arm_stall()
 
     async def _connect(self, step: Step) -> None:
         loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -46,6 +47,30 @@ def parse_upstream(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 5432
 
 
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server-side TLS context of tls_cert and tls_key, or None when TLS is not configured."""
+    cert, key = config["tls_cert"], config["tls_key"]
+    if not cert and not key:
+        if config["require_tls"]:
+            raise ConfigError(
+                f"require_tls ({config.origin('require_tls')}) needs tls_cert and tls_key"
+            )
+        return None
+    if not cert or not key:
+        missing = "tls_key" if cert else "tls_cert"
+        raise ConfigError(f"{missing} is not set: TLS needs both tls_cert and tls_key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"tls_cert {cert} ({config.origin('tls_cert')}) with tls_key {key} "
+            f"({config.origin('tls_key')}) cannot be loaded: {exc}"
+        ) from exc
+    return context
+
+
 class Proxy:
     """Per-process state: settings, the ledger, the analyzer, and the live connections."""
 
@@ -64,27 +89,31 @@ class Proxy:
         self.clock = now_us
         self.config = config
         self.upstream = parse_upstream(config["upstream"])
-        self.apply(config)
+        self.apply(config, tls_context(config))
         self.connections: set[ClientConnection] = set()
         self.by_key: dict[tuple[int, int], Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refreshing: asyncio.Task[None] | None = None
 
-    def apply(self, config: Config) -> None:
+    def apply(self, config: Config, tls: ssl.SSLContext | None = None) -> None:
         """Take the settings a running proxy can change; new connections get them."""
         self.connect_timeout = float(config["connect_timeout"])
         self.stall_timeout = float(config["stall_timeout"])
+        self.tls = tls
         self.policy = Policy(
             require_identity=bool(config["require_identity"]),
             trusted_roles=tuple(config["trusted_roles"]),
             trusted_networks=tuple(config["trusted_networks"]),
             max_message_bytes=int(config["max_message_bytes"]),
+            tls=tls is not None,
+            require_tls=bool(config["require_tls"]),
         )
 
     async def reload(self, load: Callable[[], Config]) -> None:
         """SIGHUP: read the configuration again. A bad file changes nothing and is logged."""
         try:
             config = load()
+            tls = tls_context(config)  # a renewed certificate is taken here
             analyzer = await build_analyzer(config)
         except ScalpleError as exc:
             log.error("configuration not reloaded: %s", exc)
@@ -92,7 +121,7 @@ class Proxy:
         fixed = [name for name in RESTART_SETTINGS if config[name] != self.config[name]]
         if fixed:
             log.warning("reloaded; %s change only on restart", ", ".join(fixed))
-        self.apply(config)
+        self.apply(config, tls)
         self.analyzer = analyzer
         self.config = config
         setup_logging(config["log_format"], config["log_level"])

@@ -48,6 +48,8 @@ class Policy:
     trusted_roles: tuple[str, ...] = ()
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     max_message_bytes: int = 256 * 1024 * 1024
+    tls: bool = False  # a certificate is configured: SSLRequest is answered S
+    require_tls: bool = False
 
 
 @dataclass(slots=True)
@@ -60,6 +62,7 @@ class Step:
     records: list[AuditEvent] = field(default_factory=list)
     cancel: tuple[int, int] | None = None
     close: bool = False
+    start_tls: bool = False  # `client` holds the S answer: the TLS handshake comes next
     # Upstream pieces that carry a write-ahead statement, by index, with the item to refuse.
     guarded: list[tuple[int, Pending]] = field(default_factory=list)
 
@@ -190,6 +193,7 @@ class Session:
         self.now_us = now_us
         self.session_id = session_id or secrets.token_hex(8)
         self.phase = "startup"
+        self.encrypted = False
         self.params: dict[str, str] = {}
         self.may_assert = False
         self.startup_claim: Claim | None = None
@@ -346,6 +350,14 @@ class Session:
             length, packet = got
             buf = buf[length:]
             code = codec.startup_code(packet)
+            if code == codec.SSL_REQUEST and self.policy.tls and not self.encrypted:
+                if buf:  # bytes sent in the clear behind the request could be injected ones
+                    raise ProtocolViolation("received unencrypted data after SSL request")
+                self.encrypted = True
+                step.client.append(b"S")
+                step.start_tls = True
+                self._startup_buf = b""
+                return b""
             if code in (codec.SSL_REQUEST, codec.GSSENC_REQUEST):
                 step.client.append(b"N")
                 continue
@@ -357,6 +369,12 @@ class Session:
             if code >> 16 != 3:
                 raise ProtocolViolation(
                     f"unsupported protocol version {code >> 16}.{code & 0xFFFF}", "0A000"
+                )
+            if self.policy.require_tls and not self.encrypted:
+                raise ProtocolViolation(
+                    "this proxy accepts only encrypted connections: connect with sslmode=require "
+                    "(or verify-full)",
+                    "28000",
                 )
             self._begin(step, packet, code)
             self._startup_buf = b""

@@ -1,0 +1,142 @@
+"""TLS between clients and the proxy: offered when configured, required when told, never skipped."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import struct
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from scalple.proxy import codec
+from scalple.sandbox import client
+from tests.proxyproc import ProxyProc, read_events, statements
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own root of trust), and its key."""
+    d = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = d / "server.crt", d / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def _tls_env(certificate: tuple[Path, Path], **more: str) -> dict[str, str]:
+    cert, key = certificate
+    return {"SCALPLE_TLS_CERT": str(cert), "SCALPLE_TLS_KEY": str(key), **more}
+
+
+def test_clients_connect_over_verified_tls_and_are_audited(
+    make_proxy: Callable[..., ProxyProc], certificate: tuple[Path, Path]
+) -> None:
+    proxy = make_proxy(env=_tls_env(certificate))
+    dsn = proxy.dsn(sslmode="verify-full", sslrootcert=str(certificate[0]))
+    with psycopg.connect(dsn, options="-c scalple.user=alice@example.com") as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT 41 + 1").fetchone() == (42,)
+    argv, env = client("psql", proxy.port, "-c", r"\conninfo", "-c", "SELECT 'bob' AS who")
+    env |= {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(certificate[0])}
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "SSL connection" in out.stdout and "bob" in out.stdout
+    recorded = statements(read_events(proxy.ledger))
+    mine = [e for e in recorded if e["statement"] == "SELECT 41 + 1"]
+    assert len(mine) == 1 and mine[0]["actor"] == "alice@example.com"
+    assert mine[0]["status"] == "ok" and mine[0]["rows"] == 1
+    assert any(e["statement"] == "SELECT 'bob' AS who" for e in recorded)
+
+
+def test_plaintext_still_works_unless_tls_is_required(
+    make_proxy: Callable[..., ProxyProc], certificate: tuple[Path, Path]
+) -> None:
+    offered = make_proxy(env=_tls_env(certificate))
+    with psycopg.connect(offered.dsn(sslmode="disable")) as conn:
+        assert not conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    required = make_proxy(env=_tls_env(certificate, SCALPLE_REQUIRE_TLS="true"))
+    with pytest.raises(psycopg.OperationalError, match="accepts only encrypted connections"):
+        psycopg.connect(required.dsn(sslmode="disable"))
+    with psycopg.connect(required.dsn(sslmode="require")) as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+    assert all(e["statement"] != "SELECT 1" for e in read_events(required.ledger))
+
+
+def test_bytes_in_the_clear_behind_the_ssl_request_end_that_connection(
+    make_proxy: Callable[..., ProxyProc], certificate: tuple[Path, Path]
+) -> None:
+    proxy = make_proxy(env=_tls_env(certificate))
+    ssl_request = struct.pack("!II", 8, codec.SSL_REQUEST)
+    injected = codec.encode_startup({"user": "app_user", "database": "app"})
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(ssl_request + injected)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer[:1] == b"E" and b"unencrypted data after SSL request" in answer
+    # The proxy goes on serving everyone else.
+    with psycopg.connect(proxy.dsn(sslmode="require")) as conn:
+        assert conn.execute("SELECT 3").fetchone() == (3,)
+
+
+def test_gssapi_encryption_is_declined(
+    make_proxy: Callable[..., ProxyProc], certificate: tuple[Path, Path]
+) -> None:
+    proxy = make_proxy(env=_tls_env(certificate))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(struct.pack("!II", 8, codec.GSSENC_REQUEST))
+        assert s.recv(1) == b"N"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SCALPLE_TLS_CERT": "/nonexistent/server.crt", "SCALPLE_TLS_KEY": "/nonexistent/k"},
+         "tls_cert /nonexistent/server.crt (env:SCALPLE_TLS_CERT)"),
+        ({"SCALPLE_TLS_CERT": "/nonexistent/server.crt"}, "tls_key is not set"),
+        ({"SCALPLE_REQUIRE_TLS": "true"}, "require_tls (env:SCALPLE_REQUIRE_TLS) needs tls_cert"),
+    ],
+)  # fmt: skip
+def test_a_bad_tls_setting_stops_serve_with_its_name(
+    make_proxy: Callable[..., ProxyProc], env: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(RuntimeError, match="scalple serve exited") as failed:
+        make_proxy(env=env)
+    assert expected in str(failed.value)
