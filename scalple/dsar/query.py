@@ -233,7 +233,8 @@ def find_subject_records(
         parked = pending_seq(state)
         records += _fetch_sealed(con, ledger, {parked[e] for e in missing if e in parked})
     if missing := _partners_missing(records):
-        records += _by_event_id(con, "true", missing)  # not where expected: look everywhere
+        events_view(con, ledger)  # not where expected: look everywhere
+        records += _by_event_id(con, "true", missing)
     return _with_segments(ledger, records)
 
 
@@ -336,7 +337,7 @@ def subject_answer(
     state = open_index(ledger)
     con = connect()
     try:
-        events_view(con, ledger)
+        events_view(con, ledger, since_seq=state.upto)  # the rest is reached through the index
         records = find_subject_records(con, ledger, state, keys, full=full)
         cover = coverage(con, ledger, state.upto)
     finally:
@@ -421,6 +422,7 @@ def _actor_rows(con: duckdb.DuckDBPyConnection, ledger: Path, actor: str, window
         if full and files
         else ""
     )
+    events_view(con, ledger, since_seq=upto)  # the rest is in the index's actor rows
     con.execute(_ACTOR_SQL.format(window=window, upto=upto, indexed=indexed), {"actor": actor})
     if upto:
         # Indexed subjects are 60-bit keys; make the directly read ones keys too, to count alike.
@@ -434,6 +436,8 @@ def _actor_rows(con: duckdb.DuckDBPyConnection, ledger: Path, actor: str, window
         ]
         if late:
             first = con.execute("SELECT min(seq) FROM acts WHERE status = 'pending'").fetchone()[0]  # type: ignore[index]
+            if first <= upto:
+                events_view(con, ledger, since_seq=first)  # outcomes sealed after a statement
             con.execute(
                 _LATE_OUTCOMES.format(ids=_in_list(late), sk=_sk_expr("h")), {"first": first}
             )
@@ -462,7 +466,6 @@ def actor_answer(
     )
     con = connect()
     try:
-        events_view(con, ledger)
         _actor_rows(con, ledger, actor, window)
         total = con.execute("SELECT count(*) FROM acts").fetchone()[0]  # type: ignore[index]
         day = "strftime(make_timestamp(ts_start), '%Y-%m-%d')"

@@ -24,9 +24,11 @@ def _empty() -> str:
     return f"SELECT {casts} WHERE false"
 
 
-def _snapshot(con: duckdb.DuckDBPyConnection, layout: Layout) -> str:
+def _snapshot(con: duckdb.DuckDBPyConnection, layout: Layout, since_seq: int) -> str:
     segments = [s for s in layout.segments() if s.checkpoint.exists()]
     sealed_upto = segments[-1].last_seq if segments else 0
+    # Segments wholly before `since_seq` are left out: DuckDB would open each file to prune it.
+    segments = [s for s in segments if s.last_seq >= min(since_seq, sealed_upto)]
     # A journal sealed but not yet deleted is skipped, so nothing shows twice.
     journals = [p for first, p in layout.journals() if first > sealed_upto]
     source = _empty()
@@ -48,19 +50,23 @@ def _snapshot(con: duckdb.DuckDBPyConnection, layout: Layout) -> str:
     )
 
 
-def events_view(con: duckdb.DuckDBPyConnection, ledger_dir: Path) -> None:
-    """Create (or replace) temp view `events`: every event in the ledger now, one row each.
+def events_view(
+    con: duckdb.DuckDBPyConnection, ledger_dir: Path, *, since_seq: int = 0, name: str = "events"
+) -> None:
+    """Create (or replace) temp view `name`: every event in the ledger now, one row each.
 
     Columns are the `AuditEvent` fields (tuples as lists). It is a snapshot: sealed segments
     plus a copy of the unsealed journal as of this call; call again to see later events. A torn
     last journal line (a write in progress) is left out. Order by `seq` when order matters.
+    With `since_seq`, sealed segments that end before it are left out of the view (so are
+    their events; the last sealed segment and the journal are always in it).
     """
     layout = Layout(Path(ledger_dir))
     for _ in range(_ATTEMPTS):
         try:
-            body = _snapshot(con, layout)
+            body = _snapshot(con, layout, since_seq)
         except duckdb.IOException:
             continue  # a journal was sealed and removed while we read it: look again
-        con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {body}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
         return
     raise LedgerError(f"ledger {ledger_dir} kept changing while being read; try again")
