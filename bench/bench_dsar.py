@@ -1,12 +1,14 @@
 """DSAR latency for one subject and one actor at each ledger size, cold and warm, and memory.
 
-    python bench/bench_dsar.py OUT_1M OUT_10M ...   (directories made by bench/gen_ledger.py)
+    python bench/bench_dsar.py [--compact] OUT_1M OUT_10M ...   (made by bench/gen_ledger.py)
 
 cold: a fresh `scalple dsar` process (imports, DuckDB start, footers read from disk; the OS page
 cache is not dropped — that needs privileges this machine does not give). warm: the same
 question asked again inside one process. RSS is the peak resident set of the dsar process.
 The first answer over a ledger also rehashes every segment once (remembered in index/); that
-one-time cost is reported apart, as is the index build.
+one-time cost is reported apart, as is the index build. "python+import" is a process that only
+starts Python and imports what `scalple dsar` imports: the floor under every cold figure.
+--compact then runs `scalple index compact` on each ledger and measures it again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from scalple import config as cfg
 from scalple.dsar.index import open_index, update_index
 from scalple.dsar.proof import verify_quick
 from scalple.dsar.run import Request, run_actor, run_subject, trusted_key
+from scalple.ledger.layout import Layout
 
 
 def _process(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
@@ -51,12 +54,34 @@ def _warm(fn: Any, n: int = 5) -> float:
     return statistics.median(times)
 
 
-def bench(out: Path) -> dict[str, Any]:
+_IMPORTS = "import scalple.cli.main, scalple.dsar.run, scalple.dsar.query, duckdb"
+
+
+def _segments(ledger: Path) -> int:
+    return len([s for s in Layout(ledger).segments() if s.checkpoint.exists()])
+
+
+def compact(out: Path) -> dict[str, Any]:
+    """Compact the ledger of `out` through the CLI: wall time, peak RSS, segments before/after."""
+    env = {**os.environ, "SCALPLE_CONFIG": str(out / "scalple.toml")}
+    wall, rss, text = _process(["index", "compact", "--json"], env)
+    result = json.loads(text)
+    return {
+        "compact_s": wall,
+        "compact_rss_mb": rss,
+        "segments_before": result["segments_before"],
+        "segments_after": result["segments_after"],
+        "compacted_events": result["events"],
+    }
+
+
+def bench(out: Path, label: str = "") -> dict[str, Any]:
     meta = json.loads((out / "meta.json").read_text())
     ledger = Path(meta["ledger"])
     config = out / "scalple.toml"
     env = {**os.environ, "SCALPLE_CONFIG": str(config)}
-    row: dict[str, Any] = {"events": meta["plan"]["events"]}
+    row: dict[str, Any] = {"events": meta["plan"]["events"], "label": label}
+    row["segments"] = _segments(ledger)
     if open_index(ledger).upto == 0:
         t = time.perf_counter()
         update_index(ledger, rebuild=True)
@@ -82,11 +107,20 @@ def bench(out: Path) -> dict[str, Any]:
     row["actor_warm_s"] = _warm(lambda: run_actor(settings, req, actor, 100), 3)
     row["verify_quick_s"] = _warm(lambda: verify_quick(ledger, key))
     row["startup_s"] = min(_process(["--version"], env)[0] for _ in range(2))
+    row["imports_s"] = min(_python(["-c", _IMPORTS], env) for _ in range(2))
     return row
+
+
+def _python(args: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, *args], env=env, check=True)
+    return time.perf_counter() - t
 
 
 COLUMNS = (
     ("events", "events", "{:,}"),
+    ("label", "", "{}"),
+    ("segments", "segments", "{}"),
     ("index_mb", "index MB", "{:.0f}"),
     ("subject_cold_s", "subject cold", "{:.2f}s"),
     ("subject_warm_proc_s", "subject 2nd proc", "{:.2f}s"),
@@ -97,7 +131,8 @@ COLUMNS = (
     ("rss_mb", "peak RSS", "{} MiB"),
     ("subject_accesses", "accesses", "{}"),
     ("actor_statements", "actor stmts", "{}"),
-    ("startup_s", "python+import", "{:.2f}s"),
+    ("startup_s", "--version", "{:.2f}s"),
+    ("imports_s", "python+import", "{:.2f}s"),
 )
 
 
@@ -107,27 +142,45 @@ def table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     lines = [" | ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     lines += [" | ".join(x.rjust(w) for x, w in zip(b, widths, strict=True)) for b in body]
-    for prev, cur in itertools.pairwise(rows):
-        size = cur["events"] / prev["events"]
-        growth = ", ".join(
-            f"{k} x{cur[k] / prev[k]:.2f}"
-            for k in ("subject_cold_s", "subject_warm_s", "actor_warm_s", "rss_mb")
-        )
-        lines.append(
-            f"growth {prev['events']:,} -> {cur['events']:,} (x{size:.0f} events): {growth}"
-        )
+    for label in dict.fromkeys(r.get("label", "") for r in rows):
+        same = [r for r in rows if r.get("label", "") == label]
+        for prev, cur in itertools.pairwise(same):
+            size = cur["events"] / prev["events"]
+            growth = ", ".join(
+                f"{k} x{cur[k] / prev[k]:.2f}"
+                for k in ("subject_cold_s", "subject_warm_s", "actor_warm_s", "rss_mb")
+            )
+            lines.append(
+                f"growth {label} {prev['events']:,} -> {cur['events']:,} (x{size:.0f} events): "
+                + growth
+            )
     once = [
-        f"{r['events']:,}: index build {r.get('index_build_s', float('nan')):.1f}s "
-        f"(if built here), first verification {r['first_verify_s']:.1f}s"
+        f"{r['events']:,} {r.get('label', '')}: index build "
+        f"{r.get('index_build_s', float('nan')):.1f}s (if built here), first verification "
+        f"{r['first_verify_s']:.1f}s"
+        + (
+            f"; compaction {r['compact_s']:.1f}s, {r['compact_rss_mb']} MiB, "
+            f"{r['segments_before']} -> {r['segments_after']} segments"
+            if "compact_s" in r
+            else ""
+        )
         for r in rows
     ]
     return "\n".join([*lines, "one-time:", *once])
 
 
 def main() -> None:
-    rows = [bench(Path(p)) for p in sys.argv[1:]]
+    args = sys.argv[1:]
+    also_compacted = "--compact" in args
+    rows = []
+    for path in (Path(a) for a in args if a != "--compact"):
+        rows.append(bench(path))
+        print(json.dumps(rows[-1]), flush=True)
+        if also_compacted:
+            done = compact(path)
+            rows.append({**bench(path, "compacted"), **done})
+            print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
-    print(json.dumps(rows))
 
 
 if __name__ == "__main__":
