@@ -154,6 +154,24 @@ def test_copy_plan_text_format() -> None:
     assert analyzer().copy_plan("COPY orders (id) FROM STDIN") is None
 
 
+def test_copy_of_a_query_hashes_the_subject_columns_it_outputs() -> None:
+    plan = analyzer().copy_plan(
+        "COPY (SELECT u.email AS mail, 1 + 1, u.id FROM users u JOIN orders o ON o.uid = u.id) "
+        "TO STDOUT WITH (FORMAT csv)"
+    )
+    assert plan is not None
+    assert plan.columns == ("public.users.email", "", "public.users.id")
+    assert plan.subjects_in_line(b"ann@x.org,2,7\n") == (
+        subject_hash(KEY, "email", "ann@x.org"),
+        subject_hash(KEY, "customer", "7"),
+    )
+    # One table and no qualifier; a set operation's fields are not traced.
+    plan = analyzer().copy_plan("COPY (SELECT name, id FROM users) TO STDOUT")
+    assert plan is not None and plan.subject_fields == ((1, "customer"),)
+    assert analyzer().copy_plan("COPY (SELECT id FROM users UNION SELECT 1) TO STDOUT") is None
+    assert analyzer().copy_plan("COPY (SELECT total FROM orders) TO STDOUT") is None
+
+
 @pytest.mark.parametrize("key", [b"k" * 32, b"", b"x" * 64, b"long" * 40])
 def test_subject_hasher_matches_subject_hash(key: bytes) -> None:
     hasher = SubjectHasher(key)

@@ -20,6 +20,9 @@ SHAPES = {
     "param": f"SELECT region FROM {TABLE} WHERE email = %s",
     "result": f"SELECT id, email FROM {TABLE} WHERE id BETWEEN 40 AND 45",
     "copy": f"COPY {TABLE} (id, email) TO STDOUT",
+    # Found only through the exported lines: the WHERE names no subject value.
+    "copy_query": f"COPY (SELECT c.email, c.id FROM {TABLE} c WHERE c.id BETWEEN 41 AND 43) "
+    "TO STDOUT WITH (FORMAT csv)",
     "bulk": f"SELECT * FROM {TABLE}",
 }
 
@@ -65,8 +68,11 @@ def test_subject_through_the_proxy_found_by_every_path(
         with conn.cursor().copy(SHAPES["copy"]) as copy:
             data = b"".join(bytes(chunk) for chunk in copy)
         assert b"c42@example.com" in data
+        with conn.cursor().copy(SHAPES["copy_query"]) as copy:
+            data = b"".join(bytes(chunk) for chunk in copy)
+        assert b"c42@example.com,42" in data
         conn.execute(SHAPES["bulk"]).fetchall()
-    proxy.statements(until=lambda rows: sum(TABLE in (r["statement"] or "") for r in rows) >= 5)
+    proxy.statements(until=lambda rows: sum(TABLE in (r["statement"] or "") for r in rows) >= 6)
 
     code, answer = _dsar(
         config, proxy.ledger, "-s", f"{TABLE}.id=42", "-s", f"{TABLE}.email=c42@example.com"
