@@ -200,14 +200,30 @@ def _journals(ledger: Path, chain: _Chain, result: Verification) -> None:
         chain.next_seq, chain.last_hash = found.next_seq, found.last_hash
 
 
+class _LazyConnection:
+    """DuckDB, started on first use: an answer over segments checked before needs none."""
+
+    def __init__(self) -> None:
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def __call__(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            self._con = duckdb.connect(config={"threads": 2})
+            self._con.execute("SET enable_progress_bar = false")
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+
+
 def verify_quick(ledger: Path, trusted_key: str) -> Verification:
     """Check the ledger at `ledger` as the module says; remembers segments rehashed."""
     ledger = Path(ledger)
     result = Verification("quick")
     seen = _load_seen(ledger)
     fresh: dict[str, _Seen] = {}
-    con = duckdb.connect(config={"threads": 2})
-    con.execute("SET enable_progress_bar = false")
+    con = _LazyConnection()
     try:
         chain = _Chain(ledger, trusted_key)
         for seg in sealed_segments(Layout(ledger)):
@@ -223,7 +239,7 @@ def verify_quick(ledger: Path, trusted_key: str) -> Verification:
             )
             if isinstance(cp, CompactedCheckpoint):
                 layout = Layout(ledger)
-                bad = check_replaced(con, layout, seg, cp, chain.keys, boundaries=not cached)
+                bad = check_replaced(None if cached else con(), layout, seg, cp, chain.keys)
                 if bad is not None:
                     path, seq, what = bad
                     at = f", seq {seq}" if seq is not None else ""
@@ -233,7 +249,7 @@ def verify_quick(ledger: Path, trusted_key: str) -> Verification:
                 result.cached_segments += 1
                 result.cached_since = min(result.cached_since or old.at, old.at)
                 continue
-            _rehash(con, seg, cp)
+            _rehash(con(), seg, cp)
             result.rehashed_segments += 1
             fresh[seg.parquet.name] = _Seen(cp_digest, size, mtime, ino, time.time_ns() // 1000)
         _journals(ledger, chain, result)

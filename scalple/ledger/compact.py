@@ -152,18 +152,16 @@ def _boundaries_ok(
 
 
 def check_replaced(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | None,
     layout: Layout,
     seg: SegmentFiles,
     cp: CompactedCheckpoint,
     keys: KeyChain,
-    *,
-    boundaries: bool = True,
 ) -> tuple[Path, int | None, str] | None:
     """The first problem (file, seq, what) with a merged segment's side file of replaced
     checkpoints: each one canonical, signed by a trusted key, chained to the one before,
-    listed by `cp`, together covering exactly `cp`'s seqs and hashes; with `boundaries`, each
-    one's last hash is also found at its seq in the segment."""
+    listed by `cp`, together covering exactly `cp`'s seqs and hashes. Given a connection, each
+    one's last hash is also looked up at its seq in the segment."""
     side = layout.replaced(seg)
     try:
         lines = side.read_bytes().splitlines(keepends=True)
@@ -201,7 +199,7 @@ def check_replaced(
         olds.append(old)
     if next_seq != cp.last_seq + 1 or last_hash != cp.last_hash:
         return side, cp.first_seq, "replaced checkpoints do not cover the merged segment"
-    if boundaries and (bad := _boundaries_ok(con, seg.parquet, olds)) is not None:
+    if con is not None and (bad := _boundaries_ok(con, seg.parquet, olds)) is not None:
         return seg.parquet, *bad
     return None
 
