@@ -5,7 +5,7 @@ _scalple() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "$path $w" in
-            "scalple config"|"scalple config show"|"scalple demo"|"scalple dsar"|"scalple gap-check"|"scalple index"|"scalple index compact"|"scalple index rebuild"|"scalple index status"|"scalple index update"|"scalple keys"|"scalple keys export-public"|"scalple keys init"|"scalple keys rotate"|"scalple serve"|"scalple verify") path="$path $w" ;;
+            "scalple config"|"scalple config show"|"scalple demo"|"scalple dsar"|"scalple gap-check"|"scalple index"|"scalple index compact"|"scalple index rebuild"|"scalple index status"|"scalple index update"|"scalple keys"|"scalple keys export-public"|"scalple keys init"|"scalple keys rotate"|"scalple people"|"scalple people add"|"scalple people list"|"scalple serve"|"scalple verify") path="$path $w" ;;
         esac
     done
     case "$path" in
@@ -13,7 +13,7 @@ _scalple() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "config demo dsar gap-check index keys serve verify" -- "$cur"))
+                COMPREPLY=($(compgen -W "config demo dsar gap-check index keys people serve verify" -- "$cur"))
             fi
             ;;
         "scalple config")
@@ -135,6 +135,31 @@ _scalple() {
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--key-dir --ledger --config -c --help" -- "$cur"))
+            fi
+            ;;
+        "scalple people")
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -W "add list" -- "$cur"))
+            fi
+            ;;
+        "scalple people add")
+            case "$prev" in
+                --people-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--people-file --config -c --help" -- "$cur"))
+            fi
+            ;;
+        "scalple people list")
+            case "$prev" in
+                --people-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--people-file --config -c --help" -- "$cur"))
             fi
             ;;
         "scalple serve")

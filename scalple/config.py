@@ -202,6 +202,27 @@ REGISTRY: tuple[Setting, ...] = (
         ("127.0.0.0/8", "::1/128"),
         "client networks allowed to assert identity",
     ),
+    Setting(
+        "people_file",
+        "identity",
+        _str,
+        "",
+        "people who sign in to scalple themselves (proxy_auth): NAME SCRAM-verifier per line",
+    ),
+    Setting(
+        "people_role",
+        "identity",
+        _str,
+        "",
+        "the upstream role people's statements run as (needs people_file)",
+    ),
+    Setting(
+        "people_password",
+        "identity",
+        _str,
+        "",
+        "people_role's password upstream (better as SCALPLE_PEOPLE_PASSWORD)",
+    ),
     Setting("log_format", "logging", _choice("text", "json"), "text", "log line format"),
     Setting(
         "log_level",

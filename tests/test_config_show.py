@@ -157,3 +157,12 @@ def test_a_mistyped_env_var_is_pointed_out() -> None:
     assert "warning: SCALPLE_WHATEVER is not a setting" in out
     data = show_json(SCALPLE_LISTN="0.0.0.0:1")
     assert "SCALPLE_LISTN is not a setting; did you mean SCALPLE_LISTEN?" in data["unknown_env"]
+
+
+def test_the_people_password_is_never_shown() -> None:
+    code, out = show(SCALPLE_PEOPLE_PASSWORD="s3cret-upstream")
+    assert code == 0 and "s3cret-upstream" not in out
+    row = next(line for line in out.splitlines() if "people_password" in line)
+    assert "***" in row and "SCALPLE_PEOPLE_PASSWORD" in row
+    data = show_json(SCALPLE_PEOPLE_PASSWORD="s3cret-upstream")
+    assert by_name(data)["people_password"]["value"] == "***"

@@ -44,7 +44,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _secret(setting: cfg.Setting, value: Any) -> bool:
+    return setting.name.endswith("password") and bool(value)
+
+
 def _shown(setting: cfg.Setting, value: Any, settings: cfg.Config) -> str:
+    if _secret(setting, value):
+        return "***"
     if setting.name == "ledger" and not value:
         return f"{settings.ledger_dir} (user data dir)"
     if value is None:
@@ -97,7 +103,7 @@ def show(
                         {
                             "name": s.name,
                             "section": s.section,
-                            "value": _plain(v.value),
+                            "value": "***" if _secret(s, v.value) else _plain(v.value),
                             "origin": v.origin,
                             "env": s.env,
                             "help": s.help,

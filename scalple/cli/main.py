@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "scalple.cli.demo",
     "scalple.cli.verify",
     "scalple.cli.keys",
+    "scalple.cli.people",
     "scalple.cli.dsar",
     "scalple.cli.index",
 )

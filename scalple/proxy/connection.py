@@ -116,8 +116,7 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         if self.upstream is None:
-            assert self.session is not None
-            if self.session.phase == "startup":
+            if not step.upstream:  # still starting up, or a person still signing in to us
                 self.close() if step.close else self._arm_stall()
                 return
             self.pause("connect")
@@ -211,12 +210,17 @@ class ClientConnection(asyncio.Protocol):
             return
         try:
             step = session.server_data(data)
+        except codec.ProtocolViolation as exc:
+            self.fail(exc.sqlstate, f"scalple: {exc}", warn=True)
+            return
         except Exception:
             log.exception("internal error reading from the upstream")
             self.fail("XX000", "scalple: internal error; connection closed")
             return
         if step.client:
             self.transport.write(step.client[0] if len(step.client) == 1 else b"".join(step.client))
+        if step.upstream and self.upstream is not None:  # answers to the upstream's sign-in
+            self.upstream.write(b"".join(step.upstream))
         if step.records:
             self.proxy.record(step.records)
         if not self._registered and session.upstream_key is not None:

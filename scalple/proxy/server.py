@@ -13,7 +13,8 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ from scalple.proxy import codec
 from scalple.proxy.connection import ClientConnection
 from scalple.proxy.logs import setup_logging
 from scalple.proxy.metrics import Metrics
+from scalple.proxy.people import Verifier, load_people
 from scalple.proxy.session import Policy, Session
 
 log = logging.getLogger("scalple.proxy")
@@ -45,6 +47,21 @@ def parse_upstream(url: str) -> tuple[str, int]:
     if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
         raise ConfigError(f"upstream must look like postgresql://HOST:PORT, got {url!r}")
     return parts.hostname, parts.port or 5432
+
+
+def load_people_of(config: Config) -> dict[str, Verifier]:
+    """The people who sign in to scalple themselves (proxy_auth), or none."""
+    path, role = config["people_file"], config["people_role"]
+    if not path:
+        if role:
+            raise ConfigError(f"people_role ({config.origin('people_role')}) needs people_file")
+        return {}
+    if not role:
+        raise ConfigError(
+            f"people_file ({config.origin('people_file')}) needs people_role: the upstream role "
+            "people's statements run as"
+        )
+    return load_people(Path(path).expanduser())
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -89,13 +106,18 @@ class Proxy:
         self.clock = now_us
         self.config = config
         self.upstream = parse_upstream(config["upstream"])
-        self.apply(config, tls_context(config))
+        self.apply(config, tls_context(config), load_people_of(config))
         self.connections: set[ClientConnection] = set()
         self.by_key: dict[tuple[int, int], Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refreshing: asyncio.Task[None] | None = None
 
-    def apply(self, config: Config, tls: ssl.SSLContext | None = None) -> None:
+    def apply(
+        self,
+        config: Config,
+        tls: ssl.SSLContext | None = None,
+        people: Mapping[str, Verifier] | None = None,
+    ) -> None:
         """Take the settings a running proxy can change; new connections get them."""
         self.connect_timeout = float(config["connect_timeout"])
         self.stall_timeout = float(config["stall_timeout"])
@@ -107,6 +129,9 @@ class Proxy:
             max_message_bytes=int(config["max_message_bytes"]),
             tls=tls is not None,
             require_tls=bool(config["require_tls"]),
+            people=people or {},
+            people_role=str(config["people_role"]),
+            people_password=str(config["people_password"]),
         )
 
     async def reload(self, load: Callable[[], Config]) -> None:
@@ -114,6 +139,7 @@ class Proxy:
         try:
             config = load()
             tls = tls_context(config)  # a renewed certificate is taken here
+            people = load_people_of(config)  # and the people file as it is now
             analyzer = await build_analyzer(config)
         except ScalpleError as exc:
             log.error("configuration not reloaded: %s", exc)
@@ -121,7 +147,7 @@ class Proxy:
         fixed = [name for name in RESTART_SETTINGS if config[name] != self.config[name]]
         if fixed:
             log.warning("reloaded; %s change only on restart", ", ".join(fixed))
-        self.apply(config, tls)
+        self.apply(config, tls, people)
         self.analyzer = analyzer
         self.config = config
         setup_logging(config["log_format"], config["log_level"])

@@ -9,9 +9,10 @@ of what the upstream still owes, so pipelined traffic is attributed exactly.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -27,9 +28,11 @@ from scalple.analysis import (
     SubjectSet,
 )
 from scalple.events import AuditEvent, Status
-from scalple.proxy import codec, identity
+from scalple.proxy import codec, identity, people
 from scalple.proxy.codec import Frame, ProtocolViolation
 from scalple.proxy.identity import Claim
+
+log = logging.getLogger("scalple.proxy")
 
 # Queue item kinds: what the upstream owes us, in order.
 PARSE, BIND, DESCRIBE_S, DESCRIBE_P, EXECUTE, CLOSE, SYNC, QUERY, FUNCTION = range(9)
@@ -50,6 +53,10 @@ class Policy:
     max_message_bytes: int = 256 * 1024 * 1024
     tls: bool = False  # a certificate is configured: SSLRequest is answered S
     require_tls: bool = False
+    # proxy_auth: people who sign in to scalple, and the upstream role they then run as
+    people: Mapping[str, people.Verifier] = field(default_factory=dict)
+    people_role: str = ""
+    people_password: str = ""
 
 
 @dataclass(slots=True)
@@ -194,6 +201,10 @@ class Session:
         self.session_id = session_id or secrets.token_hex(8)
         self.phase = "startup"
         self.encrypted = False
+        self.person: Claim | None = None  # signed in to scalple itself (proxy_auth)
+        self._exchange: people.ServerExchange | None = None
+        self._login: people.UpstreamLogin | None = None
+        self._upstream_startup = b""
         self.params: dict[str, str] = {}
         self.may_assert = False
         self.startup_claim: Claim | None = None
@@ -216,6 +227,8 @@ class Session:
     # --- identity ----------------------------------------------------------------------------
 
     def current_claim(self, comment: Claim | None = None) -> Claim | None:
+        if self.person is not None:
+            return self.person
         for claim in (comment, self.local_claim, self.set_claim, self.startup_claim):
             if claim is not None and claim.actor:
                 return claim
@@ -332,6 +345,9 @@ class Session:
             if self.phase == "startup" or not data:
                 return step
         for frame in self._client.feed(data):
+            if self.phase == "person":
+                self._sign_in(step, frame)
+                continue
             if frame.body is None:
                 step.upstream.append(frame.raw)
                 continue
@@ -392,6 +408,10 @@ class Session:
                     params["options"] = rest
                 else:
                     del params["options"]
+        verifier = self.policy.people.get(params["user"]) if self.policy.people else None
+        if verifier is not None:
+            self._begin_person(step, params, code, verifier)
+            return
         self.params = params
         self.may_assert = identity.trusted(
             params["user"],
@@ -407,6 +427,72 @@ class Session:
             )
         self.phase = "auth"
         step.upstream.append(codec.encode_startup(params, code))
+
+    # --- proxy_auth: a person signs in to scalple, which signs in upstream as the shared role ---
+
+    def _begin_person(
+        self, step: Step, params: dict[str, str], code: int, verifier: people.Verifier
+    ) -> None:
+        name = params["user"]
+        if self.startup_claim is not None:
+            raise ProtocolViolation(
+                f"{name!r} signs in to scalple as a person and cannot also assert an identity "
+                "(scalple.user)",
+                "42501",
+            )
+        self.person = Claim(name, "proxy_auth")
+        self.may_assert = False  # a person is who they signed in as; no comment or SET changes it
+        self.params = {**params, "user": self.policy.people_role}  # as the upstream sees it
+        self._upstream_startup = codec.encode_startup(self.params, code)
+        self._exchange = people.ServerExchange(verifier)
+        self.phase = "person"
+        mechanisms = people.MECHANISM.encode() + b"\x00\x00"
+        step.client.append(codec.message(b"R", (10).to_bytes(4, "big") + mechanisms))
+
+    def _sign_in(self, step: Step, frame: Frame) -> None:
+        """SASLInitialResponse, then SASLResponse; the upstream is reached only after both."""
+        assert self._exchange is not None and self.person is not None
+        body = frame.body
+        if frame.type != 0x70 or body is None:  # p
+            raise ProtocolViolation("expected a SASL response during sign-in")
+        try:
+            if not self._exchange.started:
+                mechanism, pos = codec.cstring(body, 0)
+                if mechanism != people.MECHANISM:
+                    raise people.AuthFailed(f"unsupported SASL mechanism {mechanism!r}")
+                length = int.from_bytes(body[pos : pos + 4], "big", signed=True)
+                first = body[pos + 4 : pos + 4 + max(length, 0)].decode()
+                reply = (11).to_bytes(4, "big") + self._exchange.first(first).encode()
+                step.client.append(codec.message(b"R", reply))
+                return
+            final = self._exchange.final(body.decode())
+        except (people.AuthFailed, UnicodeDecodeError) as exc:
+            log.warning("sign-in of %r failed: %s", self.person.actor, exc)
+            raise ProtocolViolation(
+                f'password authentication failed for user "{self.person.actor}"', "28P01"
+            ) from None
+        step.client.append(codec.message(b"R", (12).to_bytes(4, "big") + final.encode()))
+        self._exchange = None
+        self._login = people.UpstreamLogin(self.policy.people_role, self.policy.people_password)
+        self.phase = "auth"
+        step.upstream.append(self._upstream_startup)
+
+    def _upstream_auth(self, step: Step, body: bytes) -> bytes | None:
+        """An Authentication request from the upstream for a person's session: ours to answer."""
+        assert self._login is not None
+        code = int.from_bytes(body[:4], "big")
+        if code == 0:
+            self._login = None
+            return None  # AuthenticationOk: the client expects it after SASLFinal
+        try:
+            answer = self._login.answer(code, body[4:])
+        except people.AuthFailed as exc:
+            raise ProtocolViolation(
+                f"cannot sign in upstream as {self._login.role!r}: {exc}", "28000"
+            ) from None
+        if answer is not None:
+            step.upstream.append(codec.message(b"p", answer))
+        return b""
 
     def _client_message(self, step: Step, frame: Frame) -> None:
         mtype, body = frame.type, frame.body
@@ -748,6 +834,8 @@ class Session:
         elif mtype == 0x4B:  # K BackendKeyData: the client gets ours, we keep the upstream's
             self.upstream_key = codec.decode_backend_key(body)
             return codec.encode_backend_key(*self.client_key)
+        elif mtype == 0x52 and self._login is not None:  # R: answered for a person
+            return self._upstream_auth(step, body)
         elif mtype == 0x53:  # S ParameterStatus
             name, value = codec.decode_parameter_status(body)
             if name == "application_name":
