@@ -74,8 +74,18 @@ class SubjectAnswer:
     index: str
 
 
+_DATABASE: list[duckdb.DuckDBPyConnection] = []
+
+
 def connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"threads": 2})
+    """A connection of its own (temp views are per connection) to the process's one DuckDB
+    instance, so Parquet footers read for one answer serve the next: segments and index files
+    never change under a name, and DuckDB checks a file's mtime before it trusts its cache."""
+    if not _DATABASE:
+        db = duckdb.connect(config={"threads": 2})
+        db.execute("SET GLOBAL parquet_metadata_cache = true")
+        _DATABASE.append(db)
+    con = _DATABASE[0].cursor()
     con.execute("SET enable_progress_bar = false")
     return con
 
