@@ -7,10 +7,12 @@ what was made (and example subjects and actors to ask about). Every event is a r
 record with a real hash; every segment has a real signed checkpoint, so `scalple verify` passes.
 
 --mode sink appends every event through `LedgerSink` (the proxy's path: chain, journal, seal).
---mode bulk (the fast path for large sizes) renders each segment's canonical records with the
-ledger's own CANONICAL_SQL inside DuckDB, chains and hashes them in order, and writes the
-segment and its signed checkpoint as sealing does. Subject hashes are HMACs with the ledger's
-subject secret of `customer` ids and `email` addresses, exactly as the proxy makes them.
+--mode bulk (the fast path for large sizes) renders each segment's canonical records inside
+DuckDB with the ledger's own canonical SQL (without the JSON escaping its text never needs),
+chains and hashes them in order straight from Arrow buffers while a second thread renders the
+next segment, and writes the segment and its signed checkpoint as sealing does; rows of every
+segment are rechecked through msgspec, the proxy's own encoder. Subject hashes are HMACs with the
+ledger's subject secret of `customer` ids and `email` addresses, exactly as the proxy makes them.
 """
 
 from __future__ import annotations
