@@ -131,6 +131,13 @@ REGISTRY: tuple[Setting, ...] = (
         "seconds a client may stall in the middle of a message before it is cut off",
     ),
     Setting(
+        "login_timeout",
+        "proxy",
+        _float,
+        60.0,
+        "seconds a client may take from connecting to being signed in before it is cut off",
+    ),
+    Setting(
         "max_message_bytes",
         "proxy",
         _int,

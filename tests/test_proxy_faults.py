@@ -166,3 +166,23 @@ def test_statement_is_refused_when_its_record_cannot_be_written(
     landed = sandbox.psql("SELECT count(*), coalesce(max(n), -1) FROM failclosed", dbname="app")
     count, highest = map(int, landed.stdout.strip().split("|"))
     assert highest == refused_at - 1 and count == refused_at, "a refused INSERT reached the table"
+
+
+@pytest.mark.parametrize("stop_after", ["connect", "ssl_request", "startup_without_password"])
+def test_a_client_that_never_signs_in_is_cut_off(
+    make_proxy: Callable[..., ProxyProc], stop_after: str
+) -> None:
+    proxy = make_proxy(env={"SCALPLE_LOGIN_TIMEOUT": "1"})  # PgBouncer asks app_user for SCRAM
+    with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+        if stop_after == "ssl_request":
+            sock.sendall(struct.pack("!II", 8, codec.SSL_REQUEST))
+            assert sock.recv(1) == b"N"
+        elif stop_after == "startup_without_password":
+            sock.sendall(codec.encode_startup({"user": "app_user", "database": "app"}))
+        started = time.monotonic()
+        err = _read_error(sock)
+    assert err["C"] == "08P01" and "login_timeout" in err["M"]
+    assert time.monotonic() - started < 10
+    with psycopg.connect(proxy.dsn()) as conn:  # signed in, then idle past it: still served
+        time.sleep(1.5)
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -45,6 +45,7 @@ class ClientConnection(asyncio.Protocol):
         self._socket_paused = False
         self._pauses: set[str] = set()
         self._stall: asyncio.TimerHandle | None = None
+        self._login: asyncio.TimerHandle | None = None
         self._registered = False
 
     # --- asyncio callbacks ---------------------------------------------------------------------
@@ -57,6 +58,11 @@ class ClientConnection(asyncio.Protocol):
         )
         self.proxy.connections.add(self)
         self.proxy.counts.connections_total += 1
+        # A client that connects and never finishes signing in holds a socket (and perhaps an
+        # upstream connection) for nothing: cut it off, as PostgreSQL's authentication_timeout.
+        self._login = asyncio.get_running_loop().call_later(
+            self.proxy.login_timeout, self._login_expired
+        )
         self.proxy.counts.connections_open += 1
 
     def data_received(self, data: bytes) -> None:
@@ -87,6 +93,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         if self._stall is not None:
             self._stall.cancel()
+        if self._login is not None:
+            self._login.cancel()
         if self.upstream is not None:
             self.upstream.close()
         if self.session is not None:
@@ -223,6 +231,9 @@ class ClientConnection(asyncio.Protocol):
             self.upstream.write(b"".join(step.upstream))
         if step.records:
             self.proxy.record(step.records)
+        if self._login is not None and session.phase == "ready":
+            self._login.cancel()
+            self._login = None
         if not self._registered and session.upstream_key is not None:
             self.proxy.by_key[session.client_key] = session
             self._registered = True
@@ -273,6 +284,15 @@ class ClientConnection(asyncio.Protocol):
         if self.session is not None and self.session.client_pending and not self.closed:
             self._stall = asyncio.get_running_loop().call_later(
                 self.proxy.stall_timeout, self._stalled
+            )
+
+    def _login_expired(self) -> None:
+        self._login = None
+        if self.session is not None and self.session.phase != "ready":
+            self.fail(
+                "08P01",
+                f"scalple: not signed in within login_timeout ({self.proxy.login_timeout:g}s)",
+                warn=True,
             )
 
     def _stalled(self) -> None:

@@ -121,6 +121,7 @@ class Proxy:
         """Take the settings a running proxy can change; new connections get them."""
         self.connect_timeout = float(config["connect_timeout"])
         self.stall_timeout = float(config["stall_timeout"])
+        self.login_timeout = float(config["login_timeout"])
         self.tls = tls
         self.policy = Policy(
             require_identity=bool(config["require_identity"]),
