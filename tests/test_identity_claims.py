@@ -35,6 +35,9 @@ def test_parse_set(sql: str, claim: Claim | None) -> None:
 def test_set_in_an_unknown_form_is_refused_not_forwarded() -> None:
     with pytest.raises(IdentitySyntaxError):
         parse_set("SET scalple.user = 'a', 'b'")
+    with pytest.raises(IdentitySyntaxError, match="use SET"):
+        parse_set("SELECT set_config('scalple.user', 'alice', false)")
+    assert parse_set("SELECT current_setting('scalple.user', true)") is None  # reading is harmless
 
 
 @pytest.mark.parametrize(

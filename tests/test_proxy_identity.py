@@ -154,3 +154,13 @@ def test_untrusted_clients_may_not_assert_identity(make_proxy: object, customers
     with pytest.raises(psycopg.OperationalError, match="may not assert"):
         psycopg.connect(proxy.dsn(), options="-c scalple.user=mallory")
     assert all(r["actor"] is None for r in proxy.statements())
+
+
+def test_set_config_of_the_identity_is_refused_not_leaked(proxy: ProxyProc) -> None:
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        for prepare in (False, True):  # simple and extended protocol
+            with pytest.raises(psycopg.errors.SyntaxError, match="use SET"):
+                conn.execute("SELECT set_config('scalple.user', 'alice', false)", prepare=prepare)
+        assert conn.execute("SELECT 3").fetchone() == (3,)
+    refused = [r for r in proxy.statements() if "set_config" in str(r["statement"])]
+    assert len(refused) == 2 and all(r["status"] == "refused" for r in refused)

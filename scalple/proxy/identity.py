@@ -27,6 +27,7 @@ _SET_RE = re.compile(
     re.IGNORECASE | re.VERBOSE | re.DOTALL,
 )
 _MENTION_RE = re.compile(r"scalple\.user", re.IGNORECASE)
+_SET_CONFIG_RE = re.compile(r"set_config\s*\(\s*'scalple\.user'", re.IGNORECASE)
 _RESET_ALL_RE = re.compile(r"^\s*(?:RESET\s+ALL|DISCARD\s+ALL)\s*;?\s*$", re.IGNORECASE)
 _PAIR_RE = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*=\s*'((?:[^'\\]|\\.)*)'\s*(?:,|$)")
 _COMMENT_KEYS: Final = ("user", "actor", "scalple_user")
@@ -64,6 +65,11 @@ def parse_set(sql: str) -> Claim | None:
         return None
     m = _SET_RE.match(sql)
     if m is None:
+        if _SET_CONFIG_RE.search(sql):
+            raise IdentitySyntaxError(
+                "set_config('scalple.user', …) would stay on the pooled server connection and "
+                "name nobody here; use SET [LOCAL] scalple.user = 'name', which scalple answers"
+            )
         if sql.lstrip()[:3].upper() in ("SET", "RES"):
             raise IdentitySyntaxError(
                 "use SET [LOCAL] scalple.user = 'name' or RESET scalple.user, alone in a statement"
