@@ -99,3 +99,20 @@ def test_a_bad_tls_setting_stops_serve_with_its_name(
     with pytest.raises(RuntimeError, match="scalple serve exited") as failed:
         make_proxy(env=env)
     assert expected in str(failed.value)
+
+
+def test_a_failed_handshake_ends_only_that_connection(
+    make_proxy: Callable[..., ProxyProc], certificate: tuple[Path, Path]
+) -> None:
+    proxy = make_proxy(env=_tls_env(certificate))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(struct.pack("!II", 8, codec.SSL_REQUEST))
+        assert s.recv(1) == b"S"
+        s.sendall(codec.encode_startup({"user": "app_user"}))  # plain text, not a ClientHello
+        rest = b""
+        while chunk := s.recv(4096):
+            rest += chunk
+    assert b"app_user" not in rest  # nothing answered in the clear
+    assert "TLS handshake with a client failed" in proxy.log_text()
+    with psycopg.connect(proxy.dsn(sslmode="require")) as conn:
+        assert conn.execute("SELECT 4").fetchone() == (4,)
