@@ -29,17 +29,18 @@ def _new_app() -> typer.Typer:
 
 
 # Each module defines `register(app)`; add a line here to add a command.
-COMMAND_MODULES = (
-    "scalple.cli.serve",
-    "scalple.cli.gapcheck",
-    "scalple.cli.config_cmd",
-    "scalple.cli.demo",
-    "scalple.cli.verify",
-    "scalple.cli.keys",
-    "scalple.cli.people",
-    "scalple.cli.dsar",
-    "scalple.cli.index",
-)
+COMMANDS = {
+    "serve": "scalple.cli.serve",
+    "gap-check": "scalple.cli.gapcheck",
+    "config": "scalple.cli.config_cmd",
+    "demo": "scalple.cli.demo",
+    "verify": "scalple.cli.verify",
+    "keys": "scalple.cli.keys",
+    "people": "scalple.cli.people",
+    "dsar": "scalple.cli.dsar",
+    "index": "scalple.cli.index",
+}
+COMMAND_MODULES = tuple(COMMANDS.values())
 
 
 def _version(value: bool) -> None:
@@ -71,9 +72,11 @@ def __getattr__(name: str) -> typer.Typer:
 
 
 def main() -> None:
-    # The proxy is a long-running process: load only its command, so it does not carry DuckDB,
-    # pyarrow and psycopg (the other commands' libraries) in memory.
-    modules = ("scalple.cli.serve",) if sys.argv[1:2] == ["serve"] else COMMAND_MODULES
+    # Load only the command asked for: the proxy then does not carry DuckDB, pyarrow and
+    # psycopg (the other commands' libraries) in memory, and a one-off `scalple dsar` does not
+    # pay for importing every other command first. Help and completion load them all.
+    named = COMMANDS.get(sys.argv[1]) if len(sys.argv) > 1 else None
+    modules = (named,) if named else COMMAND_MODULES
     try:
         build_app(modules)()
     except ScalpleError as exc:
