@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -126,8 +127,6 @@ def test_a_person_signs_in_and_every_statement_is_theirs(
             return int(await conn.fetchval("SELECT $1::int + 1", 41))
         finally:
             await conn.close()
-
-    import asyncio
 
     assert asyncio.run(prepared()) == 42
     # An application that is not in the people file goes on as before.

@@ -17,6 +17,13 @@ from scalple.sandbox import client
 from tests.proxyproc import ProxyProc, read_events, statements
 
 
+def _until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
 def _tls_env(certificate: tuple[Path, Path], **more: str) -> dict[str, str]:
     cert, key = certificate
     return {"SCALPLE_TLS_CERT": str(cert), "SCALPLE_TLS_KEY": str(key), **more}
@@ -67,9 +74,7 @@ def test_bytes_in_the_clear_behind_the_ssl_request_end_that_connection(
     injected = codec.encode_startup({"user": "app_user", "database": "app"})
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
         s.sendall(ssl_request + injected)
-        answer = b""
-        while chunk := s.recv(4096):
-            answer += chunk
+        answer = _until_closed(s)
     assert answer[:1] == b"E" and b"unencrypted data after SSL request" in answer
     # The proxy goes on serving everyone else.
     with psycopg.connect(proxy.dsn(sslmode="require")) as conn:
@@ -110,9 +115,7 @@ def test_a_failed_handshake_ends_only_that_connection(
         s.sendall(struct.pack("!II", 8, codec.SSL_REQUEST))
         assert s.recv(1) == b"S"
         s.sendall(codec.encode_startup({"user": "app_user"}))  # plain text, not a ClientHello
-        rest = b""
-        while chunk := s.recv(4096):
-            rest += chunk
+        rest = _until_closed(s)
     assert b"app_user" not in rest  # nothing answered in the clear
     # TLS may close the socket before start_tls reports the failure to us: wait for the log.
     deadline = time.monotonic() + 10
@@ -121,3 +124,15 @@ def test_a_failed_handshake_ends_only_that_connection(
         time.sleep(0.05)
     with psycopg.connect(proxy.dsn(sslmode="require")) as conn:
         assert conn.execute("SELECT 4").fetchone() == (4,)
+
+
+def test_a_handshake_never_started_is_cut_off_without_clear_text(
+    make_proxy: Callable[..., ProxyProc], certificate: tuple[Path, Path]
+) -> None:
+    proxy = make_proxy(env=_tls_env(certificate, SCALPLE_LOGIN_TIMEOUT="1"))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(struct.pack("!II", 8, codec.SSL_REQUEST))
+        assert s.recv(1) == b"S"
+        started = time.monotonic()
+        assert _until_closed(s) == b""  # closed, and no PostgreSQL error in the clear
+    assert time.monotonic() - started < 10

@@ -376,10 +376,9 @@ class Analyzer:
                 isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star)
             ):
                 qualifier = inner.table if isinstance(inner, exp.Column) else ""
-                tables = [sources[qualifier]] if qualifier in sources else order
                 if qualifier and qualifier not in sources:
                     return None
-                for table in tables:
+                for table in [sources[qualifier]] if qualifier else order:
                     cols = self.names.columns(table)
                     if cols is None:
                         return None

@@ -288,6 +288,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _login_expired(self) -> None:
         self._login = None
+        if "tls" in self._pauses and self.transport is not None:
+            self.transport.close()  # mid-handshake: an error in the clear would mean nothing
+            return
         if self.session is not None and self.session.phase != "ready":
             self.fail(
                 "08P01",

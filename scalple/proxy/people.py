@@ -22,6 +22,7 @@ from pathlib import Path
 from scramp import ScramClient, ScramException, ScramMechanism
 
 from scalple.errors import ConfigError
+from scalple.ledger.layout import write_atomically
 
 MECHANISM = "SCRAM-SHA-256"
 ITERATIONS = 4096
@@ -113,8 +114,6 @@ def save_person(path: Path, name: str, verifier: Verifier) -> bool:
             out.append(line)
     if not replaced:
         out.append(f"{name} {verifier}")
-    from scalple.ledger.layout import write_atomically
-
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, ("\n".join(out) + "\n").encode(), 0o600)
     return replaced
