@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from scalple.analysis.subjects import subject_hash
-from scalple.cli.main import main
 from scalple.dsar.export import check_export
 from scalple.dsar.index import open_index, update_index
 from scalple.dsar.run import parse_time
@@ -22,6 +20,7 @@ from scalple.ledger import open_sink
 from scalple.ledger.keys import load_public_key, subject_secret
 from scalple.ledger.layout import Layout
 from scalple.ledger.writer import LedgerSink
+from tests.cli import run
 
 T0 = 1_735_689_600_000_000  # 2025-01-01
 CONFIG = """
@@ -108,20 +107,6 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     yield led
     if led.sink is not None:
         led.sink.close()
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["scalple", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def dsar_json(capsys: pytest.CaptureFixture[str], led: Ledger, *args: str) -> dict[str, object]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import duckdb
 import pytest
 
 from scalple.analysis.subjects import subject_hash
-from scalple.cli.main import main
 from scalple.dsar.export import check_export
 from scalple.dsar.index import open_index, update_index
 from scalple.errors import LedgerError
@@ -27,6 +25,7 @@ from scalple.ledger.keys import load_public_key, load_signing_key, subject_secre
 from scalple.ledger.layout import Layout
 from scalple.ledger.query import quote
 from scalple.ledger.writer import LedgerSink
+from tests.cli import run
 
 T0 = 1_735_689_600_000_000
 CONFIG = """
@@ -121,33 +120,19 @@ def led(template: Path, tmp_path: Path) -> Iterator[Ledger]:
     yield ledger
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    argv = sys.argv
-    sys.argv = ["scalple", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out + err
-
-
 def verify(capsys: pytest.CaptureFixture[str], led: Ledger, *args: str) -> dict[str, Any]:
-    code, out = run(capsys, "verify", "-c", str(led.config), "--json", *args)
+    code, out, err = run(capsys, "verify", "-c", str(led.config), "--json", *args)
     report = json.loads(out)
-    assert code == (0 if report["result"] == "intact" else 1), out
+    assert code == (0 if report["result"] == "intact" else 1), out + err
     assert isinstance(report, dict)
     return report
 
 
 def compact(capsys: pytest.CaptureFixture[str], led: Ledger, target: int = 30) -> dict[str, Any]:
-    code, out = run(
+    code, out, err = run(
         capsys, "index", "compact", "-c", str(led.config), "--json", "--target-events", str(target)
     )
-    assert code == 0, out
+    assert code == 0, out + err
     result = json.loads(out)
     assert isinstance(result, dict)
     return result
@@ -161,8 +146,8 @@ def answers(capsys: pytest.CaptureFixture[str], led: Ledger) -> list[Any]:
         ["-s", "customers.id=2"],
         ["--actor", "user1@corp.example"],
     ):
-        code, text = run(capsys, "dsar", "-c", str(led.config), "--json", *args)
-        assert code == 0, text
+        code, text, err = run(capsys, "dsar", "-c", str(led.config), "--json", *args)
+        assert code == 0, text + err
         answer = json.loads(text)
         for key in ("verification", "ledger", "index"):
             answer.pop(key, None)
