@@ -158,9 +158,11 @@ def test_untrusted_clients_may_not_assert_identity(make_proxy: object, customers
 
 def test_set_config_of_the_identity_is_refused_not_leaked(proxy: ProxyProc) -> None:
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
-        for prepare in (False, True):  # simple and extended protocol
+        # ClientCursor speaks the simple protocol; the default cursor the extended one (unnamed
+        # statements: named ones would meet other clients' on PgBouncer's pooled connections).
+        for cursor in (psycopg.ClientCursor(conn), conn.cursor()):
             with pytest.raises(psycopg.errors.SyntaxError, match="use SET"):
-                conn.execute("SELECT set_config('scalple.user', 'alice', false)", prepare=prepare)
+                cursor.execute("SELECT set_config('scalple.user', 'alice', false)")
         assert conn.execute("SELECT 3").fetchone() == (3,)
     refused = [r for r in proxy.statements() if "set_config" in str(r["statement"])]
     assert len(refused) == 2 and all(r["status"] == "refused" for r in refused)

@@ -29,9 +29,13 @@ def test_prometheus_metrics(make_proxy: Callable[..., ProxyProc]) -> None:
     port = free_port()
     proxy = make_proxy("--metrics-listen", f"127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}/metrics"
+    # The fixture's readiness probe connected too, perhaps not yet accepted when start() returned;
+    # connections are accepted in order, so once this one is served the probe has been counted.
+    with psycopg.connect(proxy.dsn()):
+        pass
     before = _metric(
         urllib.request.urlopen(url, timeout=10).read().decode(), "scalple_connections_total"
-    )  # the fixture's readiness probe connects too
+    )
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         conn.execute("SELECT 1")
         conn.execute("SET scalple.user = 'alice@corp.example'")
