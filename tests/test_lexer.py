@@ -137,3 +137,10 @@ def test_lexing_is_linear_in_size() -> None:
     for piece in ("/*", "$ ", ".1", "'", '"a" ', "e'x'"):
         small, big = lex(piece * 1000), lex(piece * 10000)
         assert len(big.literals) <= 10 * len(small.literals) + 2
+
+
+def test_string_continuation_has_no_catastrophic_backtracking() -> None:
+    # Each `--` could end one comment and start the next: a pattern that allowed both readings
+    # took 2**n steps here (n = 15 took 0.6 s); this returns at once for n = 60.
+    lexed = lex("SELECT 'a'" + " --" * 60 + "\nX")
+    assert lexed.literals == [7, 10]

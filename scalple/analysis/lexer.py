@@ -40,7 +40,8 @@ _DIGITS: Final = "0123456789"
 # Between the parts of one string: whitespace holding a newline, and -- comments (SQL's
 # 'foo'
 #   'bar' is one string 'foobar', read on in the same mode as its first part).
-_CONTINUE: Final = re.compile(r"(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f]+|--[^\n\r]*[\n\r])*'")
+# Written so that no text can be matched two ways (backtracking stays linear).
+_CONTINUE: Final = re.compile(r"[ \t\f]*(?:--[^\n\r]*)?[\n\r](?:[ \t\n\r\f]|--[^\n\r]*[\n\r])*'")
 _BACKSLASH: Final = re.compile(r"\\(.)", re.DOTALL)
 
 
