@@ -101,9 +101,12 @@ def test_bind_roundtrip_and_truncation() -> None:
         + b"\x00\x00"
     )
     bind = codec.decode_bind(body)
-    assert bind == codec.Bind("portal", "stmt", (1,), (b"abc", None))
+    assert bind == codec.Bind("portal", "stmt", (1,), (b"abc", None), 12)
     with pytest.raises(ProtocolViolation):
         codec.decode_bind(body[:20])
+    renamed = codec.encode_bind_renamed(body, bind, "scalple_1")
+    again = codec.decode_bind(renamed[5:])
+    assert (again.statement, again.params, again.param_formats) == ("scalple_1", bind.params, (1,))
 
 
 def test_startup_params_and_cancel() -> None:

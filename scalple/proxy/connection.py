@@ -15,7 +15,7 @@ import ssl
 from typing import TYPE_CHECKING, cast
 
 from scalple.proxy import codec
-from scalple.proxy.session import Session, Step
+from scalple.proxy.session import Phase, Session, Step
 
 if TYPE_CHECKING:
     from scalple.proxy.server import Proxy
@@ -46,7 +46,6 @@ class ClientConnection(asyncio.Protocol):
         self._pauses: set[str] = set()
         self._stall: asyncio.TimerHandle | None = None
         self._login: asyncio.TimerHandle | None = None
-        self._registered = False
 
     # --- asyncio callbacks ---------------------------------------------------------------------
 
@@ -99,7 +98,8 @@ class ClientConnection(asyncio.Protocol):
             self.upstream.close()
         if self.session is not None:
             self.proxy.record(self.session.close_out())
-            self.proxy.by_key.pop(self.session.client_key, None)
+            if self.session.client_key is not None:
+                self.proxy.by_key.pop(self.session.client_key, None)
         self.proxy.connections.discard(self)
         self.proxy.counts.connections_open -= 1
 
@@ -115,7 +115,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _handle(self, step: Step) -> None:
         if step.client and self.transport is not None:
-            self.transport.write(b"".join(step.client))
+            self.transport.write(step.client[0] if len(step.client) == 1 else b"".join(step.client))
         if step.start_tls:
             self._start_tls()
             return
@@ -140,10 +140,11 @@ class ClientConnection(asyncio.Protocol):
         self.proxy.write_ahead(step.write_ahead, lambda error: self._durable(step, error))
 
     def _durable(self, step: Step, error: BaseException | None) -> None:
-        if error is not None and self.session is not None:
+        if error is not None:
             log.error("write-ahead failed, refusing statements: %s", error)
-            self.proxy.counts.refused += len(step.guarded)
-            self.session.refuse_unwritten(step, str(error))
+            self.proxy.counts.refused += len(step.write_ahead)
+            if step.unwritten is not None:
+                step.upstream = step.unwritten  # probes in place of every statement
         self._forward(step)
         self.resume("ledger")
 
@@ -156,10 +157,26 @@ class ClientConnection(asyncio.Protocol):
             )
         if step.records:
             self.proxy.record(step.records)
+        self._after(step)
+
+    def _after(self, step: Step) -> None:
+        """What a step tells the shell besides bytes."""
+        session = self.session
+        if step.backend_key is not None and session is not None:
+            self.proxy.by_key[step.backend_key] = session
+        if step.ready and self._login is not None:
+            self._login.cancel()
+            self._login = None
+        if step.catalog_changed:
+            self.proxy.refresh_catalog()
         if step.close:
             self.close()
-        else:
-            self._arm_stall()
+            return
+        self._arm_stall()
+        if session is not None and session.held_bytes > HOLD_LIMIT:
+            self._pause_socket()  # the client runs ahead of the batch in flight
+        if self.draining and session is not None and session.idle:
+            self.fail("57P01", "scalple: terminating connection because the proxy is shutting down")
 
     def _start_tls(self) -> None:
         """Hand the socket to TLS: not one more byte may be read in the clear before it."""
@@ -227,26 +244,22 @@ class ClientConnection(asyncio.Protocol):
             return
         if step.client:
             self.transport.write(step.client[0] if len(step.client) == 1 else b"".join(step.client))
-        if step.upstream and self.upstream is not None:  # answers to the upstream's sign-in
+        if step.write_ahead:  # statements that waited behind the batch just answered
+            self._write_ahead(step)
+            return
+        if step.upstream and self.upstream is not None:
             self.upstream.write(b"".join(step.upstream))
         if step.records:
             self.proxy.record(step.records)
-        if self._login is not None and session.phase == "ready":
-            self._login.cancel()
-            self._login = None
-        if not self._registered and session.upstream_key is not None:
-            self.proxy.by_key[session.client_key] = session
-            self._registered = True
-        if session.ddl_done:
-            session.ddl_done = False
-            self.proxy.refresh_catalog()
-        if self.draining and session.idle:
-            self.fail("57P01", "scalple: terminating connection because the proxy is shutting down")
+        self._after(step)
+        if self._socket_paused and session.held_bytes <= HOLD_LIMIT and not self._pauses:
+            self._socket_paused = False
+            self.transport.resume_reading()
 
     def upstream_lost(self) -> None:
         if self.closed or self.session is None:
             return
-        if self.session.phase == "ready":
+        if self.session.phase is Phase.READY:
             self.fail("08006", "scalple: the upstream database closed the connection")
         else:
             self.close()
@@ -291,7 +304,7 @@ class ClientConnection(asyncio.Protocol):
         if "tls" in self._pauses and self.transport is not None:
             self.transport.close()  # mid-handshake: an error in the clear would mean nothing
             return
-        if self.session is not None and self.session.phase != "ready":
+        if self.session is not None and self.session.phase is not Phase.READY:
             self.fail(
                 "08P01",
                 f"scalple: not signed in within login_timeout ({self.proxy.login_timeout:g}s)",

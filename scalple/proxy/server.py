@@ -133,6 +133,7 @@ class Proxy:
             people=people or {},
             people_role=str(config["people_role"]),
             people_password=str(config["people_password"]),
+            pool_mode=str(config["pool_mode"]),
         )
 
     async def reload(self, load: Callable[[], Config]) -> None:
