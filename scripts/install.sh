@@ -78,9 +78,17 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
 fi
 
-extra=""
-[ "${1:-}" = "--test" ] && extra="[test]"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".${extra}"
+# Into a venv of its own, Scalple is copied: it then runs whoever owns this checkout and
+# wherever it lies (a service user cannot read /root). For the tests, or into a developer's
+# active venv, it is installed editable, so the checkout is what runs.
+if [ "${1:-}" = "--test" ]; then
+  spec=(-e ".[test]")
+elif [ "$venv" = "$(scalple_active_venv)" ]; then
+  spec=(-e .)
+else
+  spec=(.)
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${spec[@]}"
 
 # The command on PATH: a link to the venv's script, unless PATH already finds that script.
 target="$venv/bin/scalple"

@@ -59,6 +59,13 @@ def install(place: Path, path: str = BASE_PATH, **env: str) -> subprocess.Comple
     )
 
 
+def where_scalple_is(venv: Path) -> Path:
+    code = "import scalple; print(scalple.__file__)"
+    out = subprocess.run([venv / "bin" / "python", "-c", code], capture_output=True, text=True,
+                         cwd="/", timeout=60, check=True)  # fmt: skip
+    return Path(out.stdout.strip()).resolve()
+
+
 def test_installs_into_its_own_venv_with_the_distribution_python(place: Path) -> None:
     venv, bindir = place / "venv", place / "bin"
     proc = install(place, SCALPLE_VENV=str(venv), SCALPLE_BIN_DIR=str(bindir))
@@ -72,12 +79,14 @@ def test_installs_into_its_own_venv_with_the_distribution_python(place: Path) ->
     assert version.returncode == 0 and version.stdout.startswith("scalple "), version.stderr
     usage = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 0 and "dsar" in usage.stdout and "serve" in usage.stdout
+    assert venv in where_scalple_is(venv).parents  # a copy: a service user need not read REPO
 
     # With that venv active, install.sh installs into it: no venv made elsewhere, no link.
     again = install(place, f"{venv}/bin:{BASE_PATH}", SCALPLE_BIN_DIR=str(place / "bin2"))
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"is in {venv} " in again.stderr and "creating" not in again.stderr
     assert not (place / "bin2").exists() and not (place / "home" / ".local").exists()
+    assert REPO in where_scalple_is(venv).parents  # a developer's venv: the checkout runs
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None,
