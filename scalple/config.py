@@ -325,6 +325,14 @@ REGISTRY: tuple[Setting, ...] = (
         10000,
         "statement shapes whose analysis is kept in memory",
     ),
+    Setting(
+        "analysis_max_bytes",
+        "analysis",
+        _int,
+        1 << 20,
+        "statements larger than this are not parsed: recorded with every literal masked "
+        "(analysis: skipped), and refused if they might change identity, transaction or names",
+    ),
 )
 BY_NAME = {s.name: s for s in REGISTRY}
 

@@ -327,3 +327,20 @@ def test_a_function_call_refusal_ends_with_ready_for_query() -> None:
     answer = s.server_data(_probe_error(s) + codec.encode_ready("I"))
     assert _error_of(answer)["C"] == "28000"
     assert answer.client[-1] == codec.encode_ready("I")
+
+
+def test_behind_transaction_pooling_a_prepared_statement_is_parsed_again_where_it_runs() -> None:
+    s = _session()
+    step = s.client_data(codec.encode_parse("_pg3_0", "SELECT $1::int") + SYNC)
+    (server_name,) = [q.split(":")[1] for q in _sent(step)]
+    assert server_name.startswith("scalple_")  # no other client's _pg3_0 can be it
+    s.server_data(PARSE_OK + codec.encode_ready("I"))
+    # A new transaction: PgBouncer may hand it another server connection.
+    step = s.client_data(_bind("", "_pg3_0", (b"7",)) + _execute() + SYNC)
+    assert _sent(step) == [f"P:{server_name}:SELECT $1::int"]
+    assert step.upstream[0][:1] == b"C"  # closed first: on the same connection, it exists
+    answer = s.server_data(CLOSE_OK + PARSE_OK + BIND_OK + ROW + _done("SELECT 1"))
+    assert answer.client[0] == BIND_OK  # the client sees none of it
+    assert answer.records[0].status == "ok"
+    step = s.client_data(_bind("", "_pg3_0", (b"8",)) + _execute() + SYNC)
+    assert len(_sent(step)) == 1  # next transaction again

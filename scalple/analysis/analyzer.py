@@ -6,6 +6,7 @@ per-value work (masking, patterns, subject hashes). It never raises and does no 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ class StatementAnalysis:
     masked_fields: tuple[str, ...]
     subjects: tuple[str, ...]
     subjects_capped: bool
-    analysis: Literal["ok", "failed"]
+    analysis: Literal["ok", "failed", "skipped"]
 
 
 class _Masker:
@@ -271,6 +272,18 @@ class Analyzer:
             else ()
         )
         return _result(compiled.shape, statement, values, m)
+
+    def skipped(
+        self,
+        sql: str,
+        params: Sequence[bytes | None] = (),
+        param_formats: Sequence[int] = (),
+        *,
+        standard_strings: bool = True,
+    ) -> StatementAnalysis:
+        """A statement past the analysis budget: never parsed, every literal masked."""
+        result = self._fail_safe(sql, params, standard_strings=standard_strings)
+        return dataclasses.replace(result, analysis="skipped")
 
     def _fail_safe(
         self, sql: str, params: Sequence[bytes | None], *, standard_strings: bool = True

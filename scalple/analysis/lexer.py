@@ -97,6 +97,15 @@ class Lexed(NamedTuple):
     ambiguous: str | None = None
     unicode_strings: bool = False
     atomic: bool = False
+    # Read lightly (`lex(..., light=True)`): no literal offsets, the key cut short, only the
+    # comments that could hold a claim; `watched` says `watch` matched outside every literal.
+    light: bool = False
+    watched: bool = False
+    crowded: bool = False  # more comments that could hold a claim than a light read keeps
+
+
+KEY_CAP: Final = 1 << 16  # of a light read's key
+CLAIM_COMMENTS: Final = 64  # comments with an `=` a light read keeps
 
 
 def _in_name(sql: str, pos: int, token_end: int) -> bool:
@@ -124,8 +133,20 @@ def _prefix(sql: str, quote: int, token_end: int) -> int:
     return quote
 
 
-def lex(sql: str, standard_strings: bool = True) -> Lexed:
-    """Read `sql` once, left to right, as PostgreSQL's scanner would."""
+def lex(
+    sql: str,
+    standard_strings: bool = True,
+    *,
+    light: bool = False,
+    watch: re.Pattern[str] | None = None,
+) -> Lexed:
+    """Read `sql` once, left to right, as PostgreSQL's scanner would.
+
+    `light` reads a statement too large to analyse in bounded memory: it keeps no literal
+    offsets, a key of at most KEY_CAP characters, and only the comments that could make a
+    claim; `watch` is searched for in the text outside literals and comments."""
+    watched = crowded = False
+    key_len = 0
     pieces: list[str] = []  # the key: literals as `?`, comments as a space
     literals: list[int] = []
     comments: list[int] = []
@@ -217,7 +238,18 @@ def lex(sql: str, standard_strings: bool = True) -> Lexed:
         if end < 0:
             unterminated = "quoted string"
             end = n
-        if literal:
+        if light:
+            if watch is not None and not watched:
+                watched = watch.search(sql, pos, start) is not None
+            if key_len < KEY_CAP:
+                pieces += (sql[pos:start], "?" if literal else " ")
+                key_len += start - pos + 1
+            if not literal and sql.find("=", start, end) >= 0:
+                if len(comments) < 2 * CLAIM_COMMENTS:
+                    comments += (start, end)
+                else:
+                    crowded = True
+        elif literal:
             pieces += (sql[pos:start], "?")
             literals += (start, end)
         else:
@@ -229,19 +261,28 @@ def lex(sql: str, standard_strings: bool = True) -> Lexed:
         m = search(sql, end)
     if unterminated is not None:
         ends.clear()  # the server reads none of it: no statement boundary can be trusted
-    if pieces:
+    if light:
+        if watch is not None and not watched:
+            watched = watch.search(sql, pos) is not None
+        pieces.append(sql[pos : pos + max(0, KEY_CAP - key_len)])
+        key = "".join(pieces)
+        statements = _statements(sql, key, [], [], ends) if ends else [0, len(sql)]
+    elif pieces:
         pieces.append(sql[pos:])
         key = "".join(pieces)
     else:
         key = sql
-    if not ends and not comments:  # the common case: one statement, no comment
+    if light:
+        pass
+    elif not ends and not comments:  # the common case: one statement, no comment
         statements = [0, len(sql)] if sql and not sql.isspace() else []
     else:
         statements = _statements(sql, key, literals, comments, ends)
     atomic = len(statements) > 2 and _ATOMIC.search(key) is not None
     return Lexed(
-        sql, key, literals, comments, statements, unterminated, ambiguous, unicode_strings, atomic
-    )
+        sql, key, literals, comments, statements, unterminated, ambiguous, unicode_strings,
+        atomic, light, watched, crowded,
+    )  # fmt: skip
 
 
 def _number_end(sql: str, start: int) -> int:

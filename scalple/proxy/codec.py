@@ -4,6 +4,7 @@ encode what the proxy says itself. Bytes in, values out; no sockets.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Final, NamedTuple
@@ -91,6 +92,9 @@ def python_encoding(pg_name: str) -> str | None:
     return aliases.get(key)
 
 
+Body = bytes | memoryview  # a message's payload; a memoryview for a large one, not copied
+_NUL = re.compile(b"\x00")
+
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
@@ -108,13 +112,14 @@ class ProtocolViolation(ScalpleError):
 class Frame(NamedTuple):
     """One message, or one piece of a message too large to hold.
 
-    `body` is the payload when the whole message is here and small enough to inspect, else None.
-    `raw` is exactly the bytes to forward for this frame. `final` is False for all but the last
-    piece of a streamed message.
+    `body` is the payload when the whole message is here and small enough to inspect, else None
+    (a message larger than the inspect limit that is held whole anyway — a statement — has a
+    memoryview into `raw` as its body, so it is not copied). `raw` is exactly the bytes to
+    forward for this frame. `final` is False for all but the last piece of a streamed message.
     """
 
     type: int
-    body: bytes | None
+    body: Body | None
     raw: bytes
     final: bool = True
 
@@ -124,15 +129,22 @@ class Framer:
 
     Messages of `whole_types` are always held until complete (they are audited) and refused past
     `max_size`; any other message larger than `inspect_limit` streams through in pieces so that
-    no large row or COPY chunk is ever held in memory whole.
+    no large row or COPY chunk is ever held in memory whole. An incomplete message is kept as
+    a list of the pieces received and joined once, when its last byte arrives: linear in its
+    size however finely it is cut.
     """
 
-    __slots__ = ("_buf", "_left", "_stream_type", "inspect_limit", "max_size", "whole_types")
+    __slots__ = (
+        "_left", "_need", "_parts", "_stream_type", "_tail", "inspect_limit", "max_size",
+        "whole_types",
+    )  # fmt: skip
 
     def __init__(
         self, *, whole_types: bytes = b"", max_size: int = 1 << 30, inspect_limit: int = 1 << 20
     ) -> None:
-        self._buf = b""
+        self._parts: list[bytes] = []  # an incomplete message, as received
+        self._tail = 0  # bytes in _parts
+        self._need = 0  # bytes _parts must reach before it can be read again
         self._left = 0
         self._stream_type = 0
         self.whole_types = frozenset(whole_types)
@@ -142,7 +154,12 @@ class Framer:
     @property
     def pending(self) -> int:
         """Bytes held back: an incomplete message, or what remains of a streamed one."""
-        return len(self._buf) + self._left
+        return self._tail + self._left
+
+    @property
+    def awaited(self) -> int:
+        """The size of the incomplete message held back (0 when none is)."""
+        return self._need if self._parts else 0
 
     def feed(self, data: bytes) -> list[Frame]:
         frames: list[Frame] = []
@@ -151,8 +168,17 @@ class Framer:
             self._left -= n
             frames.append(Frame(self._stream_type, None, data[:n], self._left == 0))
             data = data[n:]
-        buf = self._buf + data if self._buf else data
+        if self._parts:
+            self._parts.append(data)
+            self._tail += len(data)
+            if self._tail < self._need:
+                return frames
+            buf = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+            self._parts, self._tail, self._need = [], 0, 0
+        else:
+            buf = data
         pos, end = 0, len(buf)
+        inspect_limit = self.inspect_limit
         while end - pos >= 5:
             mtype = buf[pos]
             length = _U32.unpack_from(buf, pos + 1)[0]
@@ -160,7 +186,11 @@ class Framer:
                 raise ProtocolViolation(f"invalid message length {length} for type {chr(mtype)!r}")
             stop = pos + 1 + length
             if stop <= end:
-                frames.append(Frame(mtype, buf[pos + 5 : stop], buf[pos:stop]))
+                raw = buf[pos:stop]
+                if length <= inspect_limit:
+                    frames.append(Frame(mtype, raw[5:], raw))
+                else:
+                    frames.append(Frame(mtype, memoryview(raw)[5:], raw))
                 pos = stop
                 continue
             if mtype in self.whole_types:
@@ -168,14 +198,19 @@ class Framer:
                     raise ProtocolViolation(
                         f"message of {length} bytes exceeds the limit of {self.max_size}", "54000"
                     )
+                self._need = 1 + length
                 break
-            if length <= self.inspect_limit:
+            if length <= inspect_limit:
+                self._need = 1 + length
                 break
             self._stream_type = mtype
             self._left = stop - end
             frames.append(Frame(mtype, None, buf[pos:end], False))
             pos = end
-        self._buf = buf[pos:] if pos < end else b""
+        if pos < end:
+            self._parts = [buf[pos:]]
+            self._tail = end - pos
+            self._need = self._need or 5
         return frames
 
 
@@ -229,13 +264,17 @@ def message(mtype: bytes, body: bytes) -> bytes:
     return _HEADER.pack(mtype, len(body) + 4) + body
 
 
-def cstring(body: bytes, pos: int, encoding: str = "utf-8") -> tuple[str, int]:
+def cstring(body: Body, pos: int, encoding: str = "utf-8") -> tuple[str, int]:
     """The NUL-terminated string at `pos` and the position after it."""
-    end = body.find(b"\x00", pos)
+    if type(body) is bytes:
+        end = body.find(b"\x00", pos)
+    else:
+        found = _NUL.search(body, pos)
+        end = found.start() if found else -1
     if end < 0:
         raise ProtocolViolation("string field is not NUL-terminated")
     try:
-        return body[pos:end].decode(encoding), end + 1
+        return str(body[pos:end], encoding), end + 1
     except UnicodeDecodeError as exc:
         raise ProtocolViolation(
             f"invalid byte sequence for the client encoding ({encoding})", "22021"
@@ -245,11 +284,11 @@ def cstring(body: bytes, pos: int, encoding: str = "utf-8") -> tuple[str, int]:
 # --- frontend messages --------------------------------------------------------------------
 
 
-def decode_query(body: bytes, encoding: str = "utf-8") -> str:
+def decode_query(body: Body, encoding: str = "utf-8") -> str:
     return cstring(body, 0, encoding)[0]
 
 
-def decode_parse(body: bytes, encoding: str = "utf-8") -> tuple[str, str, tuple[int, ...]]:
+def decode_parse(body: Body, encoding: str = "utf-8") -> tuple[str, str, tuple[int, ...]]:
     """Parse: (statement name, query, parameter type OIDs)."""
     name, pos = cstring(body, 0, encoding)
     query, pos = cstring(body, pos, encoding)
@@ -269,7 +308,7 @@ class Bind(NamedTuple):
     rest: int  # where the fields after the two names start
 
 
-def decode_bind(body: bytes, encoding: str = "utf-8") -> Bind:
+def decode_bind(body: Body, encoding: str = "utf-8") -> Bind:
     portal, pos = cstring(body, 0, encoding)
     statement, pos = cstring(body, pos, encoding)
     rest = pos
@@ -288,31 +327,32 @@ def decode_bind(body: bytes, encoding: str = "utf-8") -> Bind:
                 continue
             if pos + ln > len(body):
                 raise ProtocolViolation("truncated Bind parameter")
-            params.append(body[pos : pos + ln])
+            params.append(bytes(body[pos : pos + ln]))
             pos += ln
     except struct.error as exc:
         raise ProtocolViolation("truncated Bind message") from exc
     return Bind(portal, statement, tuple(formats), tuple(params), rest)
 
 
-def encode_bind_renamed(body: bytes, bind: Bind, statement: str, encoding: str = "utf-8") -> bytes:
+def encode_bind_renamed(body: Body, bind: Bind, statement: str, encoding: str = "utf-8") -> bytes:
     """The Bind in `body` naming `statement` instead (the name the server knows it by)."""
     names = bind.portal.encode(encoding) + b"\x00" + statement.encode(encoding) + b"\x00"
     return message(b"B", names + body[bind.rest :])
 
 
-def decode_execute(body: bytes, encoding: str = "utf-8") -> tuple[str, int]:
+def decode_execute(body: Body, encoding: str = "utf-8") -> tuple[str, int]:
     portal, pos = cstring(body, 0, encoding)
     if len(body) < pos + 4:
         raise ProtocolViolation("truncated Execute message")
     return portal, int(_I32.unpack_from(body, pos)[0])
 
 
-def decode_target(body: bytes, encoding: str = "utf-8") -> tuple[str, str]:
+def decode_target(body: Body, encoding: str = "utf-8") -> tuple[str, str]:
     """Describe/Close: ('S' or 'P', name)."""
-    if not body or body[:1] not in (b"S", b"P"):
+    kind = bytes(body[:1])
+    if kind not in (b"S", b"P"):
         raise ProtocolViolation("Describe/Close target must be 'S' or 'P'")
-    return body[:1].decode(), cstring(body, 1, encoding)[0]
+    return kind.decode(), cstring(body, 1, encoding)[0]
 
 
 def encode_target(mtype: bytes, kind: str, name: str, encoding: str = "utf-8") -> bytes:

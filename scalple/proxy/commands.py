@@ -49,6 +49,10 @@ _READ_BY_GRAMMAR: Final = frozenset(
         "DISCARD", "ALTER", "CREATE", "DO", "EXPLAIN", "COMMENT",
     }
 )  # fmt: skip
+# What, in a statement too large to parse, may change the mirrored session or its splitting.
+LARGE_WATCH: Final = re.compile(
+    r"set_config|current\s+of|\bexecute\b|u&|\bbegin\s+atomic\b", re.IGNORECASE
+)
 # Statements that end or change the transaction and run without identity.
 TX_CONTROL: Final = frozenset(
     {"begin", "commit", "rollback", "savepoint", "release", "rollback_to", "prepare_tx"}
@@ -125,6 +129,21 @@ def classify(sql: str, lexed: Lexed, standard_strings: bool = True) -> Command:
         if simple is not None:
             return _BEGIN if simple["begin"] else _COMMIT if simple["commit"] else _ROLLBACK
     return _by_grammar(sql, lexed, standard_strings)
+
+
+def large(lexed: Lexed, limit: int) -> Command:
+    """A statement too large to parse (read lightly): plain, unless it may change the session,
+    which cannot be known for certain within the budget: then refused."""
+    first = _FIRST_WORD.match(lexed.key)
+    word = first.group(1).upper() if first else ""
+    if word in _READ_BY_GRAMMAR or lexed.watched:
+        return Command(refusal=(
+            "54000",
+            f"scalple: a statement over {limit} bytes that may change the session (identity, "
+            "transaction, prepared statements or cursors) cannot be read within the analysis "
+            "budget",
+        ))  # fmt: skip
+    return PLAIN
 
 
 def _own_identity(m: re.Match[str], lexed: Lexed, standard_strings: bool) -> Command:

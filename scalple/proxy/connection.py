@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from scalple.proxy import codec
-from scalple.proxy.session import Phase, Session, Step
+from scalple.proxy.session import OFF_LOOP_BYTES, Phase, Session, Step
 
 if TYPE_CHECKING:
     from scalple.proxy.server import Proxy
@@ -46,6 +47,7 @@ class ClientConnection(asyncio.Protocol):
         self._pauses: set[str] = set()
         self._stall: asyncio.TimerHandle | None = None
         self._login: asyncio.TimerHandle | None = None
+        self._busy = False  # a worker thread is reading this connection's message
 
     # --- asyncio callbacks ---------------------------------------------------------------------
 
@@ -76,17 +78,48 @@ class ClientConnection(asyncio.Protocol):
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
-        assert self.session is not None
-        try:
-            step = self.session.client_data(data)
-        except codec.ProtocolViolation as exc:
-            self.fail(exc.sqlstate, f"scalple: {exc}", warn=True)
+        session = self.session
+        assert session is not None
+        if len(data) > OFF_LOOP_BYTES or session.completes_large(len(data), OFF_LOOP_BYTES):
+            self._read_off_loop(lambda: session.client_data(data))
             return
-        except Exception:  # the proxy never goes down for one client's sake
-            log.exception("internal error on a client connection")
-            self.fail("XX000", "scalple: internal error; connection closed")
+        try:
+            step = session.client_data(data)
+        except Exception as exc:
+            self._unreadable(exc)
             return
         self._handle(step)
+
+    def _unreadable(self, exc: BaseException) -> None:
+        if isinstance(exc, codec.ProtocolViolation):
+            self.fail(exc.sqlstate, f"scalple: {exc}", warn=True)
+        else:  # the proxy never goes down for one client's sake
+            log.error("internal error on a client connection", exc_info=exc)
+            self.fail("XX000", "scalple: internal error; connection closed")
+
+    def _read_off_loop(self, read: Callable[[], Step]) -> None:
+        """A large message is read in a worker thread, so other clients are not kept waiting;
+        this connection stands still meanwhile (both ways), so the session is the thread's."""
+        self.pause("reading")
+        self._busy = True
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+        self.proxy.counts.offloaded += 1
+
+        def done(result: Step | BaseException) -> None:
+            self._busy = False
+            if self.closed:
+                self._closed_out()
+                return
+            if self.upstream is not None:
+                self.upstream.resume_reading()
+            if isinstance(result, BaseException):
+                self._unreadable(result)
+                return
+            self._handle(result)
+            self.resume("reading")
+
+        self.proxy.offload.submit(read, done)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -96,6 +129,10 @@ class ClientConnection(asyncio.Protocol):
             self._login.cancel()
         if self.upstream is not None:
             self.upstream.close()
+        if not self._busy:  # else the worker reading for it finishes first
+            self._closed_out()
+
+    def _closed_out(self) -> None:
         if self.session is not None:
             self.proxy.record(self.session.close_out())
             if self.session.client_key is not None:
@@ -162,6 +199,8 @@ class ClientConnection(asyncio.Protocol):
     def _after(self, step: Step) -> None:
         """What a step tells the shell besides bytes."""
         session = self.session
+        if step.release and session is not None:
+            self._read_off_loop(session.release)
         if step.backend_key is not None and session is not None:
             self.proxy.by_key[step.backend_key] = session
         if step.ready and self._login is not None:

@@ -40,6 +40,7 @@ class Prepared:
     guc_params: tuple[int, ...] = ()
     fields: tuple[Field, ...] | None = None  # its RowDescription, when described
     raw_parse: bytes = b""  # the Parse message as the server got it (to parse it again)
+    large: bool = False  # past the analysis budget: recorded without being parsed
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from scalple.proxy.commands import Command
 from scalple.proxy.identity import Claim
 
 PLAN_CACHE: Final = 256
+RECORD_CHARS: Final = 1 << 16  # of a statement past the analysis budget
 LINE_LIMIT: Final = 1 << 20
 
 
@@ -111,15 +112,28 @@ class Recorder:
         raw_params: tuple[bytes | None, ...] = (),
         formats: tuple[int, ...] = (),
         detail: str | None = None,
+        skip: bool = False,
     ) -> Run:
-        """A statement's write-ahead record: who, from where, and what, with PII masked."""
+        """A statement's write-ahead record: who, from where, and what, with PII masked.
+
+        `skip`: past the analysis budget, the statement is not parsed; its record holds its
+        first RECORD_CHARS characters, every literal masked, and says how much more there was.
+        """
         analyzer = self.analyzer
         a = None
+        shown = sql
+        if skip and len(sql) > RECORD_CHARS:
+            shown = sql[:RECORD_CHARS]  # a literal cut here is read as open, and masked whole
         if analyzer is None:
             params = tuple(_text_param(v, _format(formats, i)) for i, v in enumerate(raw_params))
-            analysis: dict[str, object] = {"statement": sql, "params": params}
+            analysis: dict[str, object] = {"statement": shown, "params": params}
         else:
-            a = analyzer.analyze(sql, raw_params, formats, standard_strings=self.standard_strings)
+            scs = self.standard_strings
+            a = (
+                analyzer.skipped(shown, raw_params, formats, standard_strings=scs)
+                if skip
+                else analyzer.analyze(sql, raw_params, formats, standard_strings=scs)
+            )
             analysis = {
                 "statement": a.statement,
                 "params": a.params,
@@ -132,6 +146,9 @@ class Recorder:
                 "subjects_capped": a.subjects_capped,
                 "analysis": a.analysis,
             }
+        if shown is not sql:
+            more = f" /* scalple: {len(sql) - len(shown)} more characters not recorded */"
+            analysis["statement"] = f"{analysis['statement']}{more}"
         settings = self.params
         event = AuditEvent(
             kind="statement",
@@ -224,7 +241,7 @@ class Recorder:
             subjects.add(run.copy.subjects_in_line(body))
 
     @staticmethod
-    def copy_in(run: Run, body: bytes | None) -> None:
+    def copy_in(run: Run, body: bytes | memoryview | None) -> None:
         """Client CopyData in COPY FROM STDIN: lines may span messages, so carry the tail."""
         if run.copy is None or run.subjects is None or body is None or run.subjects.capped:
             return
@@ -232,7 +249,7 @@ class Recorder:
             run.carry = b""
             run.subjects.capped = True
             return
-        data = run.carry + body
+        data = run.carry + bytes(body)
         lines = data.split(b"\n")
         run.carry = lines.pop()
         for line in lines:

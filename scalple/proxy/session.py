@@ -32,8 +32,8 @@ from scalple.analysis.lexer import Lexed, lex
 from scalple.events import AuditEvent, Status
 from scalple.proxy import codec, identity, people
 from scalple.proxy.attribution import Attribution, Refusal
-from scalple.proxy.codec import Back, Frame, Front, ProtocolViolation
-from scalple.proxy.commands import TRACKED_SETTINGS, Command, Kind, classify
+from scalple.proxy.codec import Back, Body, Frame, Front, ProtocolViolation
+from scalple.proxy.commands import LARGE_WATCH, TRACKED_SETTINGS, Command, Kind, classify, large
 from scalple.proxy.identity import GUC, Claim, ConflictingClaims
 from scalple.proxy.mirror import Mirror, Portal, Prepared
 from scalple.proxy.records import Recorder, Run
@@ -45,6 +45,7 @@ PROBE_NAME: Final = "scalple_refused"
 _WHOLE_CLIENT: Final = b"QPBEFDCSHXp"
 _WHOLE_SERVER: Final = b"RSKZTCEN123stnIGHWAVv"
 _EXTENDED: Final = frozenset(b"PBDECS")
+OFF_LOOP_BYTES: Final = 1 << 16  # a client message this large is read off the event loop
 
 
 class Phase(enum.Enum):
@@ -59,6 +60,7 @@ class Owed(enum.Enum):
 
     PARSE = "parse"
     REPARSE = "reparse"  # a Parse the proxy sent again itself: its answer is not the client's
+    REPARSE_CLOSE = "reparse close"  # and the Close before it
     BIND = "bind"
     DESCRIBE_STATEMENT = "describe statement"
     DESCRIBE_PORTAL = "describe portal"
@@ -90,6 +92,9 @@ class Policy:
     # so what a transaction leaves on one (SQL prepared statements, held cursors) may not
     # be there, or be another client's, in the next.
     pool_mode: str = "transaction"
+    # Statements larger than this are not parsed: read lightly, recorded with every literal
+    # masked (analysis: skipped), refused if they might change what the session mirrors.
+    analysis_max_bytes: int = 1 << 20
 
 
 @dataclass(slots=True)
@@ -112,6 +117,7 @@ class Step:
     ready: bool = False  # sign-in is over: statements may follow
     backend_key: tuple[int, int] | None = None  # the key the client was given, for cancels
     catalog_changed: bool = False  # DDL succeeded: `*` and OIDs may mean something else now
+    release: bool = False  # a large held message is next: call `release()` off the loop
 
     def send(self, data: bytes, unwritten: bytes | None = None) -> None:
         """Forward `data`; `unwritten` is what goes instead when the write-ahead fails."""
@@ -208,6 +214,11 @@ class Session:
         """Bytes of an incomplete client message held back (for stall detection)."""
         return self._client.pending + len(self._startup_buf)
 
+    def completes_large(self, n: int, large: int) -> bool:
+        """Do `n` more bytes complete a client message of more than `large` bytes?"""
+        framer = self._client
+        return framer.awaited > large and n >= framer.awaited - framer.pending
+
     @property
     def held_bytes(self) -> int:
         """Bytes of complete client messages waiting for the batch in flight to be answered."""
@@ -248,7 +259,8 @@ class Session:
         mtype = frame.type
         if self.phase is Phase.PERSON:
             assert self.signin is not None
-            step.client.append(self.signin.answer(mtype, frame.body))
+            body = frame.body
+            step.client.append(self.signin.answer(mtype, None if body is None else bytes(body)))
             if self.signin.signed_in:
                 self.phase = Phase.AUTH
                 step.send(self._upstream_startup)
@@ -267,7 +279,7 @@ class Session:
             return True
         return mtype in _EXTENDED and not self._batch_open
 
-    def _message(self, step: Step, mtype: int, raw: bytes, body: bytes) -> None:
+    def _message(self, step: Step, mtype: int, raw: bytes, body: Body) -> None:
         if mtype == Front.QUERY:
             if self._batch_open:
                 raise ProtocolViolation("a simple Query inside an unfinished extended batch")
@@ -303,11 +315,11 @@ class Session:
         assert self._pred is not None
         return self._pred
 
-    def _extended(self, step: Step, mtype: int, raw: bytes, body: bytes) -> None:
+    def _extended(self, step: Step, mtype: int, raw: bytes, body: Body) -> None:
         if mtype == Front.PARSE:
             self._parse(step, raw, body)
         elif mtype == Front.BIND:
-            self._bind(step, body)
+            self._bind(step, raw, body)
         elif mtype == Front.EXECUTE:
             self._execute(step, raw, body)
         elif mtype == Front.DESCRIBE:
@@ -467,23 +479,23 @@ class Session:
 
     # --- extended protocol ------------------------------------------------------------------
 
-    def _parse(self, step: Step, raw: bytes, body: bytes) -> None:
+    def _parse(self, step: Step, raw: bytes, body: Body) -> None:
         name, sql, oids = codec.decode_parse(body, self.encoding)
         pred = self._predicted
-        lexed = lex(sql, self.standard_strings)
+        lexed = self._lex(sql)
         refusal = self._unreadable(lexed)
         command = Command()
         comment = None
         if refusal is None and name and name in pred.statements:
             refusal = ("42P05", f'prepared statement "{name}" already exists', None)
         if refusal is None:
-            command = classify(sql, lexed, self.standard_strings)
+            command = self._classify(sql, lexed)
             refusal, comment = self._claims(command, lexed)
         server_name = f"scalple_{self.session_id[:8]}_{next(self._names)}" if name else ""
         text = _neutral(command) or sql
         prepared = Prepared(
             sql, command, server_name, lease=pred.lease, comment=comment,
-            guc_params=command.guc_params,
+            guc_params=command.guc_params, large=lexed.light,
         )  # fmt: skip
         item = Pending(Owed.PARSE, name, target=prepared)
         if refusal is not None:
@@ -498,7 +510,7 @@ class Session:
         self._queue.append(item)
         step.send(forwarded)
 
-    def _bind(self, step: Step, body: bytes) -> None:
+    def _bind(self, step: Step, raw: bytes, body: Body) -> None:
         bind = codec.decode_bind(body, self.encoding)
         pred = self._predicted
         prepared = pred.statements.get(bind.statement)
@@ -510,11 +522,7 @@ class Session:
             run = self.records.start(prepared.sql if prepared else "", None, Command(), pred.tx)
             self._refuse(step, item, refusal or _no_statement(bind.statement), [run])
             return
-        if bind.statement == "" and self._pooled and prepared.lease != pred.lease:
-            # The unnamed statement was parsed in an earlier transaction, perhaps on another
-            # server connection, where another client's may sit now: parse ours again first.
-            self._queue.append(Pending(Owed.REPARSE, "", target=prepared))
-            step.send(prepared.raw_parse)
+        self._reparse(step, prepared)
         pred.serial += 1
         portal = Portal(
             prepared, bind.params, bind.param_formats, tx=pred.tx, opened=pred.serial,
@@ -524,11 +532,23 @@ class Session:
         item.target = portal
         self._queue.append(item)
         if prepared.server_name == bind.statement:
-            step.send(codec.message(b"B", body))
+            step.send(raw)
         else:
             step.send(codec.encode_bind_renamed(body, bind, prepared.server_name, self.encoding))
 
-    def _describe(self, step: Step, raw: bytes, body: bytes) -> None:
+    def _reparse(self, step: Step, prepared: Prepared) -> None:
+        """Behind transaction pooling, a statement parsed in an earlier transaction may be
+        missing from the server connection this one runs on (or, unnamed, be another
+        client's): close ours there and parse it again first. The client sees nothing of it."""
+        if not self._pooled or prepared.by_sql or prepared.lease == self._predicted.lease:
+            return
+        if prepared.server_name:
+            self._queue.append(Pending(Owed.REPARSE_CLOSE, prepared.server_name))
+            step.send(codec.encode_target(b"C", "S", prepared.server_name, self.encoding))
+        self._queue.append(Pending(Owed.REPARSE, prepared.server_name, target=prepared))
+        step.send(prepared.raw_parse)
+
+    def _describe(self, step: Step, raw: bytes, body: Body) -> None:
         kind, name = codec.decode_target(body, self.encoding)
         pred = self._predicted
         if kind == "S":
@@ -538,6 +558,7 @@ class Session:
             if refusal is not None or prepared is None:
                 self._refuse(step, item, refusal or _no_statement(name), [])
                 return
+            self._reparse(step, prepared)
             self._queue.append(item)
             if prepared.server_name != name:
                 raw = codec.encode_target(b"D", "S", prepared.server_name, self.encoding)
@@ -552,7 +573,7 @@ class Session:
         self._queue.append(item)
         step.send(raw)
 
-    def _close(self, step: Step, raw: bytes, body: bytes) -> None:
+    def _close(self, step: Step, raw: bytes, body: Body) -> None:
         kind, name = codec.decode_target(body, self.encoding)
         pred = self._predicted
         if kind == "S":
@@ -565,7 +586,7 @@ class Session:
             self._queue.append(Pending(Owed.CLOSE_PORTAL, name, target=portal))
         step.send(raw)
 
-    def _execute(self, step: Step, raw: bytes, body: bytes) -> None:
+    def _execute(self, step: Step, raw: bytes, body: Body) -> None:
         name, _limit = codec.decode_execute(body, self.encoding)
         pred = self._predicted
         portal = pred.portals.get(name)
@@ -585,6 +606,7 @@ class Session:
         run, refusal = self._statement(
             statement.sql, statement.command, statement.comment, portal.params, portal.formats,
             detail=f"Execute of cursor {name!r}" if portal.by_sql else None,
+            skip=statement.large,
         )  # fmt: skip
         item.runs.append(run)
         if refusal is not None:
@@ -596,9 +618,19 @@ class Session:
 
     # --- simple query and function call ---------------------------------------------------
 
-    def _query(self, step: Step, raw: bytes, body: bytes) -> None:
+    def _lex(self, sql: str) -> Lexed:
+        if len(sql) > self.policy.analysis_max_bytes:
+            return lex(sql, self.standard_strings, light=True, watch=LARGE_WATCH)
+        return lex(sql, self.standard_strings)
+
+    def _classify(self, sql: str, lexed: Lexed) -> Command:
+        if lexed.light:
+            return large(lexed, self.policy.analysis_max_bytes)
+        return classify(sql, lexed, self.standard_strings)
+
+    def _query(self, step: Step, raw: bytes, body: Body) -> None:
         sql = codec.decode_query(body, self.encoding)
-        lexed = lex(sql, self.standard_strings)
+        lexed = self._lex(sql)
         item = Pending(Owed.QUERY)
         if not lexed.statements:  # an empty query is no statement: nothing to record
             self._queue.append(item)
@@ -612,9 +644,9 @@ class Session:
         runs: list[Run] = []
         texts: list[str] = []
         for text, piece in pieces:
-            command = classify(text, piece, self.standard_strings) if refusal is None else Command()
+            command = self._classify(text, piece) if refusal is None else Command()
             bad, comment = self._claims(command, piece) if refusal is None else (None, None)
-            run, bad2 = self._statement(text, command, comment, (), ())
+            run, bad2 = self._statement(text, command, comment, (), (), skip=piece.light)
             refusal = refusal or bad or bad2
             runs.append(run)
             texts.append(_neutral(command) or text)
@@ -633,6 +665,8 @@ class Session:
         spans = lexed.statements
         if len(spans) == 2:
             return [(sql, lexed)]
+        if lexed.light and lexed.watched:
+            return None  # a large message that may hold a BEGIN ATOMIC body: cannot split it
         if lexed.atomic:
             text = sql if self.standard_strings else None
             if text is None:
@@ -644,9 +678,9 @@ class Session:
             texts = [sql[s] for s in slices]
         else:
             texts = [sql[a:b].strip() for a, b in zip(spans[::2], spans[1::2], strict=True)]
-        return [(t, lex(t, self.standard_strings)) for t in texts]
+        return [(t, self._lex(t)) for t in texts]
 
-    def _function_call(self, step: Step, raw: bytes, body: bytes) -> None:
+    def _function_call(self, step: Step, raw: bytes, body: Body) -> None:
         oid = int.from_bytes(body[:4], "big") if len(body) >= 4 else 0
         run, refusal = self._statement(f"-- FunctionCall oid={oid}", Command(), None, (), ())
         item = Pending(Owed.FUNCTION, runs=[run])
@@ -665,6 +699,7 @@ class Session:
         params: tuple[bytes | None, ...],
         formats: tuple[int, ...],
         detail: str | None = None,
+        skip: bool = False,
     ) -> tuple[Run, Refusal | None]:
         """A statement about to run: what it really runs, under whose name, and its record.
         Its effects are applied to the prediction, for the statements after it."""
@@ -695,7 +730,10 @@ class Session:
                 pred.apply(command)
         claim = self.attribution.claim(comment, pred.claim())
         refusal = refusal or self.attribution.unattributed(real_command, claim)
-        run = self.records.start(real_sql, claim, command, pred.tx, params, formats, detail)
+        skip = skip or len(real_sql) > self.policy.analysis_max_bytes
+        run = self.records.start(
+            real_sql, claim, command, pred.tx, params, formats, detail, skip=skip
+        )
         if command.kind is not Kind.IDENTITY:
             pred.apply(command, "")
         if command.tracked:
@@ -727,6 +765,8 @@ class Session:
         )
 
     def _unreadable(self, lexed: Lexed) -> Refusal | None:
+        if lexed.crowded:
+            return ("54000", "scalple: too many comments that could name someone", None)
         if lexed.unterminated:
             return ("42601", f"scalple: unterminated {lexed.unterminated}", None)
         if lexed.ambiguous:
@@ -788,19 +828,24 @@ class Session:
         out = step.client
         for frame in self._server.feed(data):
             mtype = frame.type
+            body = frame.body
             if mtype == Back.DATA_ROW or mtype == Back.COPY_DATA:  # count, pass
                 if frame.final and self._queue:
                     run = self._queue[0].run
                     if run is not None:
-                        Recorder.count_row(run, mtype, frame.body)
+                        Recorder.count_row(run, mtype, body if type(body) is bytes else None)
                 out.append(frame.raw)
                 continue
-            body = frame.body
             if body is None:
                 out.append(frame.raw)
                 continue
+            if type(body) is not bytes:
+                body = bytes(body)  # a server message over 1 MB held whole: rare
             replacement = self._server_message(step, mtype, body)
-            out.append(frame.raw if replacement is None else replacement)
+            if replacement is None:
+                out.append(frame.raw)
+            elif replacement:
+                out.append(replacement)
             if step.close:
                 break
         return step
@@ -870,10 +915,10 @@ class Session:
         mirror, kind, target = self.mirror, head.kind, head.target
         if kind is Owed.PARSE and isinstance(target, Prepared):
             mirror.statements[head.name] = target
-        elif kind is Owed.REPARSE:
+        elif kind is Owed.REPARSE or kind is Owed.REPARSE_CLOSE:
             if isinstance(target, Prepared):
                 target.lease = mirror.lease
-            return b""  # the client did not send this Parse: its answer is not for it
+            return b""  # the client did not send this: the answer is not for it
         elif kind is Owed.BIND and isinstance(target, Portal):
             mirror.portals[head.name] = target
         elif kind is Owed.CLOSE_STATEMENT:
@@ -1034,10 +1079,21 @@ class Session:
                 step.records.append(self.records.outcome(run))
         self._suspended = alive
 
-    def _release_held(self, step: Step) -> None:
+    def release(self) -> Step:
+        """What waited behind the batch in flight, read now (the shell calls this off the
+        event loop when `Step.release` said a large message is next)."""
+        step = Step()
+        self._release_held(step, large_too=True)
+        return step
+
+    def _release_held(self, step: Step, large_too: bool = False) -> None:
         """The batch in flight is answered: what waited behind it goes now, in order."""
         held = self._held
         while held and not (self._awaiting and self._starts_batch(held[0].type)):
+            if len(held[0].raw) > OFF_LOOP_BYTES and not large_too:
+                step.release = True  # too large to read on the event loop: the shell will
+                return
+            large_too = False
             frame = held.popleft()
             self._held_bytes -= len(frame.raw)
             if frame.body is None or self.phase is not Phase.READY:
