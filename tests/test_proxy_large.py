@@ -4,6 +4,8 @@ and other clients go on meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -67,3 +69,29 @@ def test_other_clients_go_on_while_a_large_statement_is_read(small_budget: Proxy
         worker.join(120)
     assert done == [10] and answered > 0
     # How long the other client waited meanwhile is bench/faults.py's to print, not a test's.
+
+
+def test_sigterm_stops_the_proxy_within_its_drain_bound(
+    make_proxy: Callable[..., ProxyProc],
+) -> None:
+    proxy = make_proxy(env={"SCALPLE_DRAIN_SECONDS": "1", "SCALPLE_ANALYSIS_MAX_BYTES": "200000"})
+    assert proxy.proc is not None
+    big = "SELECT 1 WHERE 1 IN (" + ", ".join(str(i) for i in range(2_000_000)) + ")"
+
+    def run(sql: str) -> None:
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(proxy.dsn(), autocommit=True) as conn,
+        ):
+            conn.execute(sql)
+
+    workers = [threading.Thread(target=run, args=(sql,)) for sql in ("SELECT pg_sleep(60)", big)]
+    for w in workers:
+        w.start()
+    time.sleep(1.5)  # both in flight: one at the server, one being read by the proxy
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(30) == 0  # not the 60 s the sleep asks for
+    for w in workers:
+        w.join(30)
+    sleeping = [r for r in proxy.statements() if "pg_sleep(60)" in (r["statement"] or "")]
+    assert len(sleeping) == 1 and sleeping[0]["status"] in ("incomplete", "cancelled", "error")
