@@ -8,6 +8,7 @@ given. Framing and decoding reuse scalple.proxy.codec.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import struct
@@ -245,6 +246,7 @@ def ready_count(messages: Iterable[bytes]) -> int:
 
 def options(settings: Mapping[str, str]) -> str:
     """A libpq `options` value: `-c name=value` each, spaces and backslashes escaped."""
+
     def esc(s: str) -> str:
         return s.replace("\\", "\\\\").replace(" ", "\\ ")
 
@@ -382,10 +384,8 @@ class Wire:
         return self.roundtrip(query(sql, self.encoding))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._send(terminate())
-        except OSError:
-            pass
         self.sock.close()
 
     def __enter__(self) -> Wire:

@@ -17,6 +17,7 @@ from PostgreSQL 15 + pgAudit here:
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -131,7 +132,7 @@ def parse_mark(line: Line, order: int) -> Mark | None:
 def records(text: str) -> Iterator[re.Match[str]]:
     """Each log record (a record's message may span lines), parsed by the line prefix."""
     starts = [m.start() for m in _START.finditer(text)] + [len(text)]
-    for a, b in zip(starts, starts[1:], strict=False):
+    for a, b in itertools.pairwise(starts):
         m = _RECORD.match(text[a:b].rstrip("\n"))
         if m is not None:
             yield m

@@ -177,7 +177,9 @@ class Resolver:
                     return subs[i], u.command
         # The query of a failed EXECUTE, logged alone with the text that PREPAREd it.
         for sub in subs:
-            body = _after_keyword(sub, "as", scs) if sqltext.command(sub, scs) == "PREPARE" else None
+            if sqltext.command(sub, scs) != "PREPARE":
+                continue
+            body = _after_keyword(sub, "as", scs)
             if body and sqltext.command(body, scs) == u.command:
                 return body, u.command
         return None

@@ -224,8 +224,10 @@ class Generator:
         if error:
             shapes = [
                 lambda: f"SELECT 1 / (id - id) FROM customers WHERE id = {v(cid)} AND {mark}",
-                lambda: f"INSERT INTO customers (id, email, phone) SELECT {v(cid, '::int')}, "
-                f"{v(self.email(), '::text')}, {v(self.phone(), '::text')} WHERE {mark}",
+                lambda: (
+                    f"INSERT INTO customers (id, email, phone) SELECT {v(cid, '::int')}, "
+                    f"{v(self.email(), '::text')}, {v(self.phone(), '::text')} WHERE {mark}"
+                ),
                 lambda: f"SELECT email::int FROM customers WHERE id = {v(cid)} AND {mark}",
                 lambda: f"SELEC email FROM customers WHERE id = {cid} AND {mark}",
                 lambda: f"SELECT nosuch FROM customers WHERE id = {cid} AND {mark}",
@@ -233,35 +235,58 @@ class Generator:
         else:
             shapes = [
                 lambda: f"SELECT email, phone FROM customers WHERE id = {v(cid)} AND {mark}",
-                lambda: f"SELECT id, email FROM customers WHERE id <= {v(cid)} AND {mark} "
-                "ORDER BY id",
-                lambda: f"SELECT id, phone FROM customers WHERE email = {v(self.email())} "
-                f"AND {mark}",
-                lambda: "SELECT c.email, o.amount FROM customers c JOIN orders o ON "
-                f"o.customer_id = c.id WHERE c.id = {v(cid)} AND {mark}",
-                lambda: f"UPDATE customers SET phone = {v(self.phone())} WHERE id = {v(cid)} "
-                f"AND {mark}",
-                lambda: f"UPDATE customers SET email = {v(self.email())} WHERE id = {v(cid)} "
-                f"AND {mark}",
-                lambda: "INSERT INTO orders (id, customer_id, amount, note) SELECT "
-                f"coalesce(max(id), 0) + 1, {v(cid, '::int')}, {v(rng.randint(1, 999), '::int')}, "
-                f"{v(rng.choice(TRICKY), '::text')} FROM orders WHERE {mark}",
+                lambda: (
+                    f"SELECT id, email FROM customers WHERE id <= {v(cid)} AND {mark} ORDER BY id"
+                ),
+                lambda: (
+                    f"SELECT id, phone FROM customers WHERE email = {v(self.email())} AND {mark}"
+                ),
+                lambda: (
+                    "SELECT c.email, o.amount FROM customers c JOIN orders o ON "
+                    f"o.customer_id = c.id WHERE c.id = {v(cid)} AND {mark}"
+                ),
+                lambda: (
+                    f"UPDATE customers SET phone = {v(self.phone())} WHERE id = {v(cid)} AND {mark}"
+                ),
+                lambda: (
+                    f"UPDATE customers SET email = {v(self.email())} WHERE id = {v(cid)} AND {mark}"
+                ),
+                lambda: (
+                    "INSERT INTO orders (id, customer_id, amount, note) SELECT "
+                    f"coalesce(max(id), 0) + 1, {v(cid, '::int')}, "
+                    f"{v(rng.randint(1, 999), '::int')}, {v(rng.choice(TRICKY), '::text')} "
+                    f"FROM orders WHERE {mark}"
+                ),
                 lambda: f"DELETE FROM orders WHERE id = {v(rng.randint(1, 80))} AND {mark}",
-                lambda: f"SELECT {self.lit(rng.choice(TRICKY), conn)} AS note, email "
-                f"FROM customers WHERE id = {v(cid)} AND {mark}",
-                lambda: f"SELECT email AS {self.ident(rng.choice(TRICKY))} FROM customers "
-                f"WHERE id = {v(cid)} AND {mark}",
+                lambda: (
+                    f"SELECT {self.lit(rng.choice(TRICKY), conn)} AS note, email "
+                    f"FROM customers WHERE id = {v(cid)} AND {mark}"
+                ),
+                lambda: (
+                    f"SELECT email AS {self.ident(rng.choice(TRICKY))} FROM customers "
+                    f"WHERE id = {v(cid)} AND {mark}"
+                ),
                 lambda: f"SELECT id FROM customers WHERE email ~ {v(self.email())} AND {mark}",
-                lambda: f"SELECT id FROM customers WHERE (email, phone) = ({v(self.email())}, "
-                f"{v(self.phone())}) AND {mark}",
-                lambda: f"UPDATE customers SET (email, phone) = ({v(self.email(), '::text')}, "
-                f"{v(self.phone(), '::text')}) WHERE id = {v(cid)} AND {mark}",
-                lambda: f"WITH v(e) AS (VALUES ({v(self.email(), '::text')})) SELECT c.id FROM "
-                f"customers c, v WHERE c.email = v.e AND {mark}",
-                lambda: f"SELECT id FROM customers WHERE email = (SELECT "
-                f"{v(self.email(), '::text')}) AND {mark}",
-                lambda: "SELECT id FROM customers WHERE to_jsonb(email) = "
-                f"{self.lit(json.dumps(self.email()), conn, ('std',))}::jsonb AND {mark}",
+                lambda: (
+                    f"SELECT id FROM customers WHERE (email, phone) = ({v(self.email())}, "
+                    f"{v(self.phone())}) AND {mark}"
+                ),
+                lambda: (
+                    f"UPDATE customers SET (email, phone) = ({v(self.email(), '::text')}, "
+                    f"{v(self.phone(), '::text')}) WHERE id = {v(cid)} AND {mark}"
+                ),
+                lambda: (
+                    f"WITH v(e) AS (VALUES ({v(self.email(), '::text')})) SELECT c.id FROM "
+                    f"customers c, v WHERE c.email = v.e AND {mark}"
+                ),
+                lambda: (
+                    f"SELECT id FROM customers WHERE email = (SELECT "
+                    f"{v(self.email(), '::text')}) AND {mark}"
+                ),
+                lambda: (
+                    "SELECT id FROM customers WHERE to_jsonb(email) = "
+                    f"{self.lit(json.dumps(self.email()), conn, ('std',))}::jsonb AND {mark}"
+                ),
             ]
         if select:  # the first four shapes are queries (a cursor needs one)
             shapes = shapes[:4]
@@ -466,8 +491,10 @@ class Generator:
 
     def client(self, first: bool) -> Client:
         rng = self.rng
-        profile: Profile = "asserting" if first else rng.choice(
-            ("asserting", "asserting", "anonymous", "untrusted")
+        profile: Profile = (
+            "asserting"
+            if first
+            else rng.choice(("asserting", "asserting", "anonymous", "untrusted"))
         )
         actor = rng.choice(ACTORS) if profile == "asserting" and rng.random() < 0.4 else None
         scs = rng.choice((None, None, None, True, False, False))

@@ -112,9 +112,7 @@ def ledger(rig: Rig, apps: set[str]) -> list[Event]:
     return events
 
 
-def run(
-    rig: Rig, scenarios: Iterable[Scenario], modes: Sequence[Mode] = MODES
-) -> Outcome:
+def run(rig: Rig, scenarios: Iterable[Scenario], modes: Sequence[Mode] = MODES) -> Outcome:
     """Drive every scenario in every mode, then judge them all against pgAudit's log."""
     started = time.monotonic()
     tag = rig.tag()
