@@ -60,6 +60,7 @@ class Mark:
     """What `oracle_mark` saw when a statement ran: the server's own state."""
 
     pid: int
+    app: str  # the client whose statement ran (PgBouncer sets application_name per client)
     order: int  # position in the log
     marker: str
     shadow: str | None  # current_setting('shadow.actor', true): the actor by PostgreSQL's rules
@@ -126,7 +127,9 @@ def parse_mark(line: Line, order: int) -> Mark | None:
     m = _MARK.match(line.text)
     if m is None:
         return None
-    return Mark(line.pid, order, m["marker"], _unquote(m["shadow"]), _unquote(m["leaked"]))
+    return Mark(
+        line.pid, line.app, order, m["marker"], _unquote(m["shadow"]), _unquote(m["leaked"])
+    )
 
 
 def records(text: str) -> Iterator[re.Match[str]]:

@@ -113,6 +113,8 @@ class Expected:
 class Report:
     mismatches: list[Mismatch] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    # Every statement the server ran that a ledger event was found for, with that event.
+    matches: list[tuple[Expected, Event]] = field(default_factory=list)
 
     def by_class(self) -> dict[str, list[Mismatch]]:
         out: dict[str, list[Mismatch]] = {k: [] for k in CLASSES}
@@ -123,6 +125,7 @@ class Report:
     def merge(self, other: Report) -> None:
         self.mismatches += other.mismatches
         self.counts.update(other.counts)
+        self.matches += other.matches
 
 
 def _norm(text: str | None, scs: bool) -> str | None:
@@ -226,19 +229,19 @@ class Resolver:
         return None
 
 
-def attach(
-    expected: Sequence[Expected], marks: Iterable[Mark]
-) -> list[tuple[Mark, Expected | None]]:
-    """Give each mark to the statement whose run left it. Returns the marks no statement claims
-    (a WITH HOLD cursor's query run by COMMIT, for one), with the statement logged before."""
-    by_pid: dict[int, list[Expected]] = {}
+def attach(expected: Sequence[Expected], marks: Iterable[Mark]) -> list[Mark]:
+    """Give each mark to the statement whose run left it, among the statements the same client
+    ran on the same backend. Returns the marks no statement claims (a WITH HOLD cursor's query
+    run by COMMIT, for one)."""
+    by_client: dict[tuple[int, str], list[Expected]] = {}
     for e in expected:
-        by_pid.setdefault(e.unit.pid, []).append(e)
-    orders = {pid: [e.unit.order for e in es] for pid, es in by_pid.items()}
+        by_client.setdefault((e.unit.pid, e.unit.app), []).append(e)
+    orders = {key: [e.unit.order for e in es] for key, es in by_client.items()}
     orphans = []
     for mark in marks:
-        seq = by_pid.get(mark.pid, [])
-        i = bisect.bisect(orders.get(mark.pid, []), mark.order)
+        key = (mark.pid, mark.app)
+        seq = by_client.get(key, [])
+        i = bisect.bisect(orders.get(key, []), mark.order)
         call = _call(mark.marker)
         nxt = seq[i] if i < len(seq) else None
         if nxt is not None and nxt.command in ("FETCH", "MOVE", "EXECUTE") and call in nxt.runs:
@@ -249,7 +252,7 @@ def attach(
                 e.marks.append(mark)
                 break
         else:
-            orphans.append((mark, seq[i - 1] if i else None))
+            orphans.append(mark)
     return orphans
 
 
@@ -320,6 +323,7 @@ class ClientCheck:
             self.flag("missing", f"server ran {_short(e.statement)!r}; ledger: {self._near()}")
             return
         counts["statements compared"] += 1
+        self.report.matches.append((e, ev))
         if ev.get("status") in ("refused", "skipped"):
             self.flag("refused_ran", f"ledger {_event_text(ev)} but the server ran it")
         if e.tables is not None:
@@ -402,10 +406,10 @@ def check(
             )  # fmt: skip
             continue
         expected.append(e)
-    for mark, before in attach(expected, marks):
-        if before is not None:
+    for mark in attach(expected, marks):
+        if mark.app in checks:
             report.counts["marks of no statement"] += 1
-            checks[before.unit.app].leaked([mark], f"backend {mark.pid}")
+            checks[mark.app].leaked([mark], f"backend {mark.pid}")
     for e in expected:
         checks[e.unit.app].compare(e)
     for c in checks.values():

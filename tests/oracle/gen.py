@@ -304,7 +304,7 @@ class Generator:
             return f"/* plain comment */ {sql}"
         return sql
 
-    def claim(self, conn: _Conn, extended: bool = False) -> list[tuple[str, tuple[str, ...]]]:
+    def claim(self, conn: _Conn, form: str = "") -> list[tuple[str, tuple[str, ...]]]:
         """An identity claim and its shadow, as two statements to run side by side."""
         actor = self.lit(self.rng.choice(ACTORS), conn, ("std",))
         forms = {
@@ -316,7 +316,7 @@ class Generator:
             "default": "SET {g} TO DEFAULT",
             "local_default": "SET LOCAL {g} TO DEFAULT",
         }
-        form = self.rng.choice(list(forms))
+        form = form or self.rng.choice(list(forms))
         pair = [forms[form].format(g=g, v=actor) for g in ("scalple.user", "shadow.actor")]
         return [(s, ()) for s in pair]
 
@@ -481,6 +481,9 @@ class Generator:
 
     def step(self, conn: _Conn) -> tuple[Op, ...]:
         r = self.rng.random()
+        if conn.in_tx and r < 0.2:  # end it: after an error nothing else would run
+            conn.in_tx, conn.savepoints = False, []
+            return (Op("Q", (self.rng.choice(("ROLLBACK", "COMMIT")),)),)
         if r < 0.35:
             return self.simple(conn, 1)
         if r < 0.6:
@@ -511,6 +514,10 @@ class Generator:
                 conn.scs = not conn.scs
                 value = "on" if conn.scs else "off"
                 steps.append(Step(i, (Op("Q", (f"SET standard_conforming_strings = {value}",)),)))
+            if conn.client.profile == "asserting" and not conn.client.startup_actor:
+                if rng.random() < 0.8:  # most say who they are before anything else
+                    pair = "; ".join(sql for sql, _ in self.claim(conn, form="set"))
+                    steps.append(Step(i, (Op("Q", (pair,)),)))
         current = 0
         for _ in range(rng.randint(6, 18)):
             if rng.random() < 0.35:

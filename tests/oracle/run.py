@@ -17,7 +17,7 @@ from scalple.sandbox import Sandbox
 from tests import wire
 from tests.oracle import audit, check, schema
 from tests.oracle.gen import Mode, Scenario
-from tests.proxyproc import Event, ProxyProc
+from tests.proxyproc import Event, ProxyProc, statements
 
 MODES: tuple[Mode, ...] = ("direct", "bouncer")
 
@@ -56,11 +56,22 @@ class Rig:
 
 @dataclass
 class Outcome:
+    """A run's report, and what it was judged from (to judge again, or doctored)."""
+
     report: check.Report
     runs: list[check.ClientRun]
     scenarios: dict[int, Scenario]
     sqlstates: Counter[str]
     seconds: float
+    units: list[audit.Unit] = field(default_factory=list)
+    marks: list[audit.Mark] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    pii: dict[int, set[str]] = field(default_factory=dict)
+
+    def judge(self, events: Sequence[Event] | None = None) -> check.Report:
+        """Judge again, against `events` in place of the ledger's if given."""
+        chosen = self.events if events is None else events
+        return check.check(self.runs, self.units, self.marks, chosen, self.pii)
 
 
 def drive(
@@ -86,8 +97,9 @@ def drive(
         try:
             replies = w.roundtrip(*(op.encode(w.encoding) for op in step.ops))
         except wire.WireError as exc:
-            lost[step.client] = str(exc)
             replies = exc.received
+            said = "; ".join(f"{e.sqlstate} {e.message}" for e in wire.errors(replies)[-1:])
+            lost[step.client] = f"{exc}{': ' + said if said else ''}"
             w.sock.close()
             del wires[step.client]
         sqlstates.update(e.sqlstate for e in wire.errors(replies))
@@ -103,13 +115,19 @@ def drive(
     ]  # fmt: skip
 
 
-def ledger(rig: Rig, apps: set[str]) -> list[Event]:
-    """The merged statements of this run's clients, once every outcome is written."""
-    events: list[Event] = []
-    for proxy in rig.proxies.values():
-        rows = proxy.statements(settle=3.0)
-        events += [ev for ev in rows if ev.get("application_name") in apps]
-    return events
+def ledger(rig: Rig, apps: set[str], settle: float = 5.0) -> list[Event]:
+    """This run's clients' statements merged with their outcomes, once the ledger stops
+    growing (outcomes are written after the answer is relayed)."""
+    deadline = time.monotonic() + settle
+    seen = -1
+    while True:
+        events = [ev for p in rig.proxies.values() for ev in p.events()]
+        if len(events) == seen or time.monotonic() > deadline:
+            break
+        seen = len(events)
+        time.sleep(0.2)
+    rows = statements(events)
+    return [ev for ev in rows if ev.get("application_name") in apps]
 
 
 def run(rig: Rig, scenarios: Iterable[Scenario], modes: Sequence[Mode] = MODES) -> Outcome:
@@ -127,7 +145,9 @@ def run(rig: Rig, scenarios: Iterable[Scenario], modes: Sequence[Mode] = MODES) 
     lines = audit.audit_lines(audit.read_log(rig.sandbox.pg_log, offset), schema.DATABASE)
     pii = {i: s.pii | set(schema.SEED_PII) for i, s in scns.items()}
     units, marks = audit.units(lines)
-    report = check.check(runs, units, marks, events, pii)
-    report.counts["sequences"] += len(scns)
-    report.counts["sequence runs"] += len(scns) * len(modes)
-    return Outcome(report, runs, scns, sqlstates, time.monotonic() - started)
+    out = Outcome(check.Report(), runs, scns, sqlstates, 0.0, units, marks, events, pii)
+    out.report = out.judge()
+    out.report.counts["sequences"] += len(scns)
+    out.report.counts["sequence runs"] += len(scns) * len(modes)
+    out.seconds = time.monotonic() - started
+    return out

@@ -233,6 +233,8 @@ def command(sql: str, scs: bool = True) -> str:
         return _main_after_with(ws)
     if first == "reset" and len(ws) > 1 and ws[1].text.lower() == "all":
         return "RESET"
+    if first in ("close", "deallocate") and ws[-1].text.lower() == "all" and len(ws) <= 3:
+        return {"close": "CLOSE CURSOR ALL", "deallocate": "DEALLOCATE ALL"}[first]
     return _TAGS.get(first, first.upper())
 
 
