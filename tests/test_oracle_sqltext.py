@@ -63,15 +63,14 @@ def test_tokens_agree_with_postgresql_scanner_on_generated_statements() -> None:
         ("SELECT U&'d\\0061t'", True, ["U&'d\\0061t'"]),
     ],
 )
-def test_strings_follow_standard_conforming_strings(sql: str, scs: bool, strings: list[str]) -> None:
+def test_strings_follow_standard_conforming_strings(
+    sql: str, scs: bool, strings: list[str]
+) -> None:
     assert [t.text for t in sqltext.tokens(sql, scs) if t.kind == "string"] == strings
 
 
 def test_split_separates_statements_only_outside_strings_names_and_comments() -> None:
-    sql = (
-        "SELECT 'a;b'; SELECT \"x;y\" FROM t /* ; */; SELECT $q$;$q$ -- ;\n;;"
-        " SELECT E'\\';'"
-    )
+    sql = "SELECT 'a;b'; SELECT \"x;y\" FROM t /* ; */; SELECT $q$;$q$ -- ;\n;; SELECT E'\\';'"
     assert sqltext.split(sql) == [
         "SELECT 'a;b'",
         'SELECT "x;y" FROM t /* ; */',

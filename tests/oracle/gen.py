@@ -57,6 +57,9 @@ class Op:
 
     kind: str  # Q P B D E C S H
     args: tuple[object, ...] = ()
+    # Messages of one identity claim and its shadow share a pair number: a shrinker keeps them
+    # or drops them together, or the shadow would no longer speak for the claim.
+    pair: int = 0
 
     def encode(self, encoding: str) -> bytes:
         a = self.args
@@ -157,6 +160,7 @@ class Generator:
         self.rng = random.Random(f"scalple-oracle:{seed}:{index}")
         self.seed, self.index = seed, index
         self.markers = 0
+        self.pairs = 0
         self.pii: set[str] = set()
 
     # --- values and literals ---
@@ -437,8 +441,13 @@ class Generator:
         if r < 0.15 and conn.client.profile == "asserting":
             pairs = self.claim(conn) if r < 0.11 else self.spelling(conn, extended=True)
             ops: list[Op] = []
+            self.pairs += 1
             for sql, params in pairs:
-                ops += [Op("P", ("", sql)), Op("B", ("", "", params)), Op("E", ("", 0))]
+                ops += [
+                    Op("P", ("", sql), self.pairs),
+                    Op("B", ("", "", params), self.pairs),
+                    Op("E", ("", 0), self.pairs),
+                ]
             return ops
         if r < 0.25:  # a name this connection may never have made (another client's, pooled)
             name = rng.choice(STATEMENTS[1:])
@@ -514,10 +523,13 @@ class Generator:
                 conn.scs = not conn.scs
                 value = "on" if conn.scs else "off"
                 steps.append(Step(i, (Op("Q", (f"SET standard_conforming_strings = {value}",)),)))
-            if conn.client.profile == "asserting" and not conn.client.startup_actor:
-                if rng.random() < 0.8:  # most say who they are before anything else
-                    pair = "; ".join(sql for sql, _ in self.claim(conn, form="set"))
-                    steps.append(Step(i, (Op("Q", (pair,)),)))
+            if (
+                conn.client.profile == "asserting"
+                and not conn.client.startup_actor
+                and rng.random() < 0.8  # most say who they are before anything else
+            ):
+                pair = "; ".join(sql for sql, _ in self.claim(conn, form="set"))
+                steps.append(Step(i, (Op("Q", (pair,)),)))
         current = 0
         for _ in range(rng.randint(6, 18)):
             if rng.random() < 0.35:

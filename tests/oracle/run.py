@@ -13,6 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
+
+from scalple.ledger.query import events_view
 from scalple.sandbox import Sandbox
 from tests import wire
 from tests.oracle import audit, check, schema
@@ -115,19 +118,36 @@ def drive(
     ]  # fmt: skip
 
 
-def ledger(rig: Rig, apps: set[str], settle: float = 5.0) -> list[Event]:
-    """This run's clients' statements merged with their outcomes, once the ledger stops
-    growing (outcomes are written after the answer is relayed)."""
+def _read(ledger: Path, apps: list[str]) -> list[Event]:
+    """Statement and outcome records of the given clients (application names)."""
+    con = duckdb.connect()
+    try:
+        events_view(con, ledger)
+        cur = con.execute(
+            "SELECT * FROM events WHERE event_id IN (SELECT event_id FROM events "
+            "WHERE list_contains(?, application_name)) ORDER BY seq",
+            [apps],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def ledger(
+    rig: Rig, apps: set[str], modes: Sequence[Mode] = MODES, settle: float = 5.0
+) -> list[Event]:
+    """The clients' statements merged with their outcomes, once the ledger stops growing
+    (an outcome is written after the answer is relayed)."""
     deadline = time.monotonic() + settle
+    names = sorted(apps)
     seen = -1
     while True:
-        events = [ev for p in rig.proxies.values() for ev in p.events()]
+        events = [ev for m in modes for ev in _read(rig.proxies[m].ledger, names)]
         if len(events) == seen or time.monotonic() > deadline:
-            break
+            return statements(events)
         seen = len(events)
-        time.sleep(0.2)
-    rows = statements(events)
-    return [ev for ev in rows if ev.get("application_name") in apps]
+        time.sleep(0.1)
 
 
 def run(rig: Rig, scenarios: Iterable[Scenario], modes: Sequence[Mode] = MODES) -> Outcome:
@@ -141,7 +161,7 @@ def run(rig: Rig, scenarios: Iterable[Scenario], modes: Sequence[Mode] = MODES) 
     for scn in scns.values():
         for mode in modes:
             runs += drive(scn, mode, rig.proxies[mode].port, tag, sqlstates)
-    events = ledger(rig, {r.app for r in runs})
+    events = ledger(rig, {r.app for r in runs}, modes)
     lines = audit.audit_lines(audit.read_log(rig.sandbox.pg_log, offset), schema.DATABASE)
     pii = {i: s.pii | set(schema.SEED_PII) for i, s in scns.items()}
     units, marks = audit.units(lines)
