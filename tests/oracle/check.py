@@ -13,10 +13,12 @@ Correspondence rules (audit.py says what pgAudit logs and when):
   calls it, else to the latest unit before it whose S calls it (DECLARE and PREPARE never run
   their query themselves).
 - S matches a ledger event of the same client whose statement normalizes the same (literals,
-  comments and spacing ignored: masking may change those). For `EXECUTE name` the prepared
+  comments and spacing ignored: masking may change those; the oracle_mark argument is kept,
+  unless the ledger masked it whole). For `EXECUTE name` the prepared
   body matches too, and for FETCH/MOVE the cursor's query (as PREPARE / DECLARE on that backend
-  defined them): the ledger may record the command or the statement it runs. Each event matches
-  one unit, earliest first, events the ledger calls refused/skipped last.
+  defined them): the ledger may record the command or the statement it runs. A client's
+  statements (in the order they ran) and its events (in ledger order) are aligned monotonically,
+  each event matching at most one statement (see ClientCheck).
 - Tables: the relations pgAudit logged for the unit and the query it ran (`log_relation`); for
   FETCH/MOVE those of the cursor's DECLARE on the same backend. Compared for data commands.
 - Actor: a client not in trusted_roles has none, whatever it claims. Otherwise a real
@@ -32,6 +34,7 @@ Correspondence rules (audit.py says what pgAudit logs and when):
 from __future__ import annotations
 
 import bisect
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +50,8 @@ CLASSES: Mapping[str, str] = {
     "tables": "the ledger's tables are not the relations the server touched",
     "actor": "the ledger's actor is not the one PostgreSQL's rules give",
     "unattributed_ran": "a data statement ran with no identity under require_identity",
-    "refused_ran": "a statement the ledger calls refused or skipped ran on the server",
+    "refused_ran": "a statement the proxy refused (never to forward) ran on the server",
+    "skipped_ran": "a statement the ledger says was skipped ran on the server",
     "phantom": "the ledger says a statement ran that the server never ran",
     "identity_leaked": "scalple.user was set on a server connection",
     "pii_in_clear": "a PII value is in the ledger in clear",
@@ -58,7 +62,6 @@ DATA = frozenset(
     {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "EXECUTE", "FETCH", "MOVE", "COPY"}
 )
 PGBOUNCER_CHECK = "select 1"
-_RANK: Mapping[object, int] = {"ok": 0, "error": 0, "cancelled": 0, "refused": 2, "skipped": 2}
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Mismatch:
     scenario: int
     client: int
     detail: str
+    app: str = ""
 
 
 @dataclass
@@ -97,6 +101,16 @@ class Expected:
     marks: list[Mark] = field(default_factory=list)
     actor_known: bool = False
     actor: str | None = None
+
+    @property
+    def run_order(self) -> int:
+        """When it ran: its mark's place in the log (a bound SELECT is logged at Bind)."""
+        return self.marks[0].order if self.marks else self.unit.order
+
+    @property
+    def anyway(self) -> frozenset[str]:
+        """The accepted texts with any marker, for an event whose marker was masked."""
+        return frozenset(_MARKER.sub(_ANY_MARKER, a) for a in self.accepted)
 
     @property
     def ran(self) -> bool:
@@ -128,13 +142,21 @@ class Report:
         self.matches += other.matches
 
 
+_MARKER = re.compile(r"oracle_mark \( '[^']*' \)")
+_MASKED_MARKER = re.compile(r"oracle_mark \( '\*+' \)")
+_ANY_MARKER = "oracle_mark ( '*' )"
+
+
 def _norm(text: str | None, scs: bool) -> str | None:
+    """The normalized text; a marker the ledger masked whole (analysis failed, every literal
+    masked) stands for any marker."""
     if text is None:
         return None
     try:
-        return sqltext.normalize(text, scs)
+        norm = sqltext.normalize(text, scs)
     except sqltext.LexError:
         return None
+    return _MASKED_MARKER.sub(_ANY_MARKER, norm)
 
 
 def _after_keyword(text: str, keyword: str, scs: bool) -> str | None:
@@ -278,54 +300,128 @@ def _event_text(ev: Event) -> str:
     return f"{ev.get('status')} {ev.get('actor')!r} {_short(ev.get('statement'))!r}"
 
 
+def align(weights: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """A monotone matching of rows (statements in the order the server ran them) to columns
+    (ledger events in ledger order) of greatest total weight (0: may not match)."""
+    n, m = len(weights), len(weights[0]) if weights else 0
+    best = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        row, prev, w = best[i], best[i - 1], weights[i - 1]
+        for j in range(1, m + 1):
+            here = max(prev[j], row[j - 1])
+            if w[j - 1]:
+                here = max(here, prev[j - 1] + w[j - 1])
+            row[j] = here
+    pairs = []
+    i, j = n, m
+    while i and j:
+        if best[i][j] == best[i - 1][j]:
+            i -= 1
+        elif best[i][j] == best[i][j - 1]:
+            j -= 1
+        else:
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+    return pairs[::-1]
+
+
 class ClientCheck:
-    """One client's statements, as the server ran them, against its ledger events."""
+    """One client's statements, as the server ran them, against its ledger events.
+
+    Both are in the same order (a client waits for each batch's answer before the next; the
+    ledger is written in the order messages arrive, the log in the order the server runs them),
+    so they are matched by a monotone alignment on text: a statement is never paired with an
+    event recorded for an attempt before or after it. A match to an event with an outcome
+    weighs more than one to an event the ledger says did not run. SELECTs bound and never run
+    (logged at Bind) take part as anchors: they match the refused or skipped Execute."""
 
     def __init__(self, run: ClientRun, events: Sequence[Event], pii: Iterable[str]) -> None:
         self.run = run
         self.events = sorted(events, key=lambda ev: int(ev.get("seq") or 0))
         self.norms = [_norm(ev.get("statement"), run.scs) for ev in self.events]
-        self.used: set[int] = set()
+        self.expected: list[Expected] = []
+        self.bound: list[Expected] = []  # SELECTs bound and never run: anchors, not checked
         self.pii = tuple(pii)
         self.report = Report()
 
     def flag(self, klass: str, detail: str) -> None:
         r = self.run
-        self.report.mismatches.append(Mismatch(klass, r.mode, r.scenario, r.client, detail))
-
-    def match(self, e: Expected) -> Event | None:
-        """The earliest unmatched event with the statement's text: one with an outcome before
-        one that never got it, before one the ledger says did not run."""
-        found = [i for i, n in enumerate(self.norms) if i not in self.used and n in e.accepted]
-        if not found:
-            return None
-        pick = min(found, key=lambda i: (_RANK.get(self.events[i].get("status"), 1), i))
-        self.used.add(pick)
-        return self.events[pick]
+        self.report.mismatches.append(Mismatch(klass, r.mode, r.scenario, r.client, detail, r.app))
 
     def leaked(self, marks: Iterable[Mark], where: str) -> None:
         for mark in marks:
             if mark.leaked:
                 self.flag("identity_leaked", f"scalple.user={mark.leaked!r} upstream at {where}")
 
-    def compare(self, e: Expected) -> None:
+    def add(self, e: Expected) -> None:
         counts = self.report.counts
         self.leaked(e.marks, repr(_short(e.statement)))
         if not e.ran:
             counts["statements bound, never run"] += 1
+            self.bound.append(e)
             return
         counts["statements run"] += 1
         expect_actor(e, self.run)
         if e.data and e.actor_known and e.actor is None:
             self.flag("unattributed_ran", f"ran with no identity: {_short(e.statement)!r}")
-        ev = self.match(e)
-        if ev is None:
-            self.flag("missing", f"server ran {_short(e.statement)!r}; ledger: {self._near()}")
-            return
+        self.expected.append(e)
+
+    def _weights(self, e: Expected) -> list[int]:
+        """3 for an event of the statement's text with an outcome, 1 for one the ledger says did
+        not run; a statement bound but never run matches only the latter."""
+        accepted, anyway, ran = e.accepted, e.anyway, e.ran
+        out = []
+        for n, ev in zip(self.norms, self.events, strict=True):
+            if n is None or (n not in accepted and n not in anyway):
+                out.append(0)
+            elif ev.get("status") in ("refused", "skipped"):
+                out.append(1)
+            else:
+                out.append(3 if ran else 0)
+        return out
+
+    def finish(self) -> Report:
+        rows = sorted(self.expected + self.bound, key=lambda e: e.run_order)
+        pairs = self._explained(rows, dict(align([self._weights(e) for e in rows])))
+        used = set(pairs.values())
+        for i, e in enumerate(rows):
+            if not e.ran:
+                continue
+            j = pairs.get(i)
+            if j is None:
+                self.flag(
+                    "missing", f"server ran {_short(e.statement)!r}; ledger: {self._near(used)}"
+                )
+            else:
+                self.compare(e, self.events[j])
+        self._phantoms(used)
+        self._pii()
+        return self.report
+
+    def _good(self, j: int) -> bool:
+        return self.events[j].get("status") not in ("refused", "skipped")
+
+    def _explained(self, rows: list[Expected], pairs: dict[int, int]) -> dict[int, int]:
+        """Drop the match of a run to an event the ledger says did not run when another event,
+        recorded after it and before the next run matched to an event that ran, is left
+        unexplained: the run is more likely that event, recorded under another text."""
+        out = dict(pairs)
+        used = set(pairs.values())
+        for i, j in pairs.items():
+            if not rows[i].ran or self._good(j):
+                continue
+            later = [k for r, k in pairs.items() if r > i and rows[r].ran and self._good(k)]
+            bound = min(later, default=len(self.events))
+            if any(k not in used and self._good(k) for k in range(j + 1, bound)):
+                del out[i]
+        return out
+
+    def compare(self, e: Expected, ev: Event) -> None:
+        counts = self.report.counts
         counts["statements compared"] += 1
         self.report.matches.append((e, ev))
         if ev.get("status") in ("refused", "skipped"):
-            self.flag("refused_ran", f"ledger {_event_text(ev)} but the server ran it")
+            self.flag(f"{ev.get('status')}_ran", f"ledger {_event_text(ev)} but the server ran it")
         if e.tables is not None:
             counts["tables compared"] += 1
             got = frozenset(ev.get("tables") or ())
@@ -344,14 +440,14 @@ class ClientCheck:
                     f"ledger {ev.get('actor')!r} ({ev.get('identity_source')})",
                 )
 
-    def _near(self) -> str:
-        rest = [self.events[i] for i in range(len(self.events)) if i not in self.used]
+    def _near(self, used: set[int]) -> str:
+        rest = [ev for j, ev in enumerate(self.events) if j not in used]
         return "; ".join(_event_text(ev) for ev in rest[:3]) or "(no unmatched events)"
 
-    def finish(self) -> Report:
-        for i, ev in enumerate(self.events):
+    def _phantoms(self, used: set[int]) -> None:
+        for j, ev in enumerate(self.events):
             text = ev.get("statement") or ""
-            if i in self.used or ev.get("status") != "ok" or not text.strip():
+            if j in used or ev.get("status") != "ok" or not text.strip():
                 continue
             try:
                 command = sqltext.command(text, self.run.scs)
@@ -359,8 +455,6 @@ class ClientCheck:
                 command = "?"
             if command not in sqltext.UNLOGGED:
                 self.flag("phantom", f"ledger {_event_text(ev)}; the server logged no such run")
-        self._pii()
-        return self.report
 
     def _pii(self) -> None:
         for ev in self.events:
@@ -411,7 +505,7 @@ def check(
             report.counts["marks of no statement"] += 1
             checks[mark.app].leaked([mark], f"backend {mark.pid}")
     for e in expected:
-        checks[e.unit.app].compare(e)
+        checks[e.unit.app].add(e)
     for c in checks.values():
         report.merge(c.finish())
     report.counts["clients"] += len(runs)

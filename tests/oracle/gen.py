@@ -295,12 +295,13 @@ class Generator:
         if select:  # the first four shapes are queries (a cursor needs one)
             shapes = shapes[:4]
         sql = rng.choice(shapes)()
-        return (self.comment(sql) if comment else sql), tuple(args)
+        return (self.comment(sql, conn) if comment else sql), tuple(args)
 
-    def comment(self, sql: str) -> str:
-        """Now and then, a sqlcommenter identity comment before or after the statement."""
+    def comment(self, sql: str, conn: _Conn) -> str:
+        """Now and then, a sqlcommenter identity comment before or after the statement (never
+        from an `anonymous` client: it is the one that never says who it is)."""
         r = self.rng.random()
-        if r < 0.12:
+        if r < 0.12 and conn.client.profile != "anonymous":
             who = quote(self.rng.choice(ACTORS), safe="")
             claim = f"/*user='{who}'*/"
             return f"{claim} {sql}" if self.rng.random() < 0.5 else f"{sql} {claim}"
@@ -378,7 +379,7 @@ class Generator:
             conn.prepared.add(name)
             return f"PREPARE {name} AS {self.data(conn, comment=False)[0]}"
         if r < 0.85:
-            return self.comment(f"EXECUTE {name}")
+            return self.comment(f"EXECUTE {name}", conn)
         conn.prepared.discard(name)
         return rng.choice((f"DEALLOCATE {name}", f"DEALLOCATE PREPARE {name}", "DEALLOCATE ALL"))
 
@@ -396,7 +397,7 @@ class Generator:
             )
         if r < 0.85:
             return self.comment(
-                f"FETCH {rng.choice(('1', '2', 'NEXT', 'ALL', 'FORWARD 1'))} FROM {name}"
+                f"FETCH {rng.choice(('1', '2', 'NEXT', 'ALL', 'FORWARD 1'))} FROM {name}", conn
             )
         return rng.choice((f"CLOSE {name}", f"CLOSE {name}", "CLOSE ALL"))
 
@@ -410,7 +411,8 @@ class Generator:
             return [(self.data(conn, error=True)[0], ())]
         if r < 0.64:
             return [(self.tx(conn), ())]
-        if r < 0.66 or (r < 0.78 and asserting):  # others claim too, to be refused
+        untrusted = conn.client.profile == "untrusted"
+        if (r < 0.66 and untrusted) or (r < 0.78 and asserting):  # the untrusted, to be refused
             return self.claim(conn)
         if r < 0.78:
             return [(self.data(conn)[0], ())]

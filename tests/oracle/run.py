@@ -71,10 +71,15 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     pii: dict[int, set[str]] = field(default_factory=dict)
 
-    def judge(self, events: Sequence[Event] | None = None) -> check.Report:
-        """Judge again, against `events` in place of the ledger's if given."""
+    def judge(
+        self, events: Sequence[Event] | None = None, apps: set[str] | None = None
+    ) -> check.Report:
+        """Judge again: against `events` in place of the ledger's if given, and only the clients
+        named in `apps` if given."""
         chosen = self.events if events is None else events
-        return check.check(self.runs, self.units, self.marks, chosen, self.pii)
+        runs = [r for r in self.runs if apps is None or r.app in apps]
+        units = [u for u in self.units if apps is None or u.app in apps]
+        return check.check(runs, units, self.marks, chosen, self.pii)
 
 
 def drive(
