@@ -32,11 +32,14 @@ def _generated(seed: int, count: int) -> list[str]:
     texts = []
     for i in range(count):
         scn = scenario(seed, i)
+        standard = {c: client.scs is not False for c, client in enumerate(scn.clients)}
         for step in scn.steps:
-            client = scn.clients[step.client]
-            if client.scs is False:
-                continue
-            texts += [t for op in step.ops if (t := op.sql()) and "standard_conforming" not in t]
+            for op in step.ops:
+                sql = op.sql()
+                if sql and sql.startswith("SET standard_conforming_strings"):
+                    standard[step.client] = sql.endswith("on")
+                elif sql and standard[step.client]:
+                    texts.append(sql)
     return texts
 
 
