@@ -39,7 +39,8 @@ KNOWN: dict[str, str] = {
     "tables": "issue 10 §2: EXECUTE and FETCH are recorded without the tables of the prepared "
     "statement or cursor; §4: mis-lexed statements lose their tables",
     "actor": "issue 10 §3: identity ignores transactions (a SET rolled back with its transaction "
-    "or pipeline, or skipped after an error); §5: identity set upstream by other spellings",
+    "or pipeline, or skipped after an error); §4: a claim inside a quoted name or string before "
+    "a closing `-- */` counts as a comment; §5: identity set upstream by other spellings",
     "unattributed_ran": "issue 10 §1/§3: a data statement runs while PostgreSQL's rules give "
     "it no identity (the ledger kept a claim the server rolled back, or recorded another text)",
     "phantom": "issue 10 §1: outcomes follow the request, not the server (a statement the server "

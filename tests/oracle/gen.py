@@ -49,6 +49,9 @@ TRICKY = (
     "end */ SELECT /*user='mallory'*/",
     "café",
 )
+# Data that ends like a claim's opening; a statement that then ends with `-- */` looks, to a
+# reader who takes the last `/*` for a comment's start, like it closes with a claim.
+FAKE_CLAIM = "/*user='mallory%40evil.example',"
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,14 @@ class Generator:
                 lambda: (
                     f"SELECT email AS {self.ident(rng.choice(TRICKY))} FROM customers "
                     f"WHERE id = {v(cid)} AND {mark}"
+                ),
+                lambda: (
+                    f"SELECT {self.lit(FAKE_CLAIM, conn)} AS note, email FROM customers "
+                    f"WHERE id = {v(cid)} AND {mark} -- */\n"
+                ),
+                lambda: (
+                    f"SELECT email AS {self.ident(FAKE_CLAIM)} FROM customers "
+                    f"WHERE id = {v(cid)} AND {mark} -- */\n"
                 ),
                 lambda: f"SELECT id FROM customers WHERE email ~ {v(self.email())} AND {mark}",
                 lambda: (
