@@ -96,6 +96,17 @@ def _doctor(outcome: Outcome, klass: str, change: Any) -> int:
     the server's log was matched to (its statement ran, as recorded, with a known actor), of a
     client the oracle found nothing wrong with."""
     flagged = {m.app for m in outcome.report.mismatches}
+    matched = {ev["event_id"] for _, ev in outcome.report.matches}
+
+    def last_unexplained(ev: dict[str, Any]) -> bool:
+        """Every event recorded after it is matched or says it did not run: then a refused or
+        skipped status can only be this run's (check.ClientCheck._explained)."""
+        return all(
+            other["event_id"] in matched or other["status"] in ("refused", "skipped")
+            for other in outcome.events
+            if other["application_name"] == ev["application_name"] and other["seq"] > ev["seq"]
+        )
+
     target = next(
         ev
         for e, ev in outcome.report.matches
@@ -104,6 +115,7 @@ def _doctor(outcome: Outcome, klass: str, change: Any) -> int:
         and e.tables
         and ev.get("status") == "ok"
         and ev["application_name"] not in flagged
+        and last_unexplained(ev)
     )
     client = {target["application_name"]}
     before = len(outcome.judge(apps=client).by_class()[klass])
