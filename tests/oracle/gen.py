@@ -155,7 +155,6 @@ class _Conn:
     savepoints: list[str] = field(default_factory=list)
     statements: set[str] = field(default_factory=set)
     prepared: set[str] = field(default_factory=set)
-    cursors: set[str] = field(default_factory=set)
 
 
 class Generator:
@@ -379,7 +378,6 @@ class Generator:
                 conn.savepoints.remove(sp)
             return f"RELEASE SAVEPOINT {sp}"
         conn.in_tx, conn.savepoints = False, []
-        conn.cursors = {c for c in conn.cursors if c.endswith("h")}
         return rng.choice(("COMMIT", "ROLLBACK", "END", "ABORT", "COMMIT"))
 
     def prepared(self, conn: _Conn) -> str:
@@ -400,7 +398,6 @@ class Generator:
         r = rng.random()
         if r < 0.35:
             hold = rng.random() < 0.6
-            conn.cursors.add(name + ("h" if hold else ""))
             query = self.data(conn, select=True, comment=False)[0]
             return (
                 f"DECLARE {name} {rng.choice(('', 'SCROLL ', 'NO SCROLL '))}CURSOR "
