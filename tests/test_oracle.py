@@ -98,13 +98,16 @@ def _doctor(outcome: Outcome, klass: str, change: Any) -> int:
     flagged = {m.app for m in outcome.report.mismatches}
     matched = {ev["event_id"] for _, ev in outcome.report.matches}
 
-    def last_unexplained(ev: dict[str, Any]) -> bool:
-        """Every event recorded after it is matched or says it did not run: then a refused or
-        skipped status can only be this run's (check.ClientCheck._explained)."""
+    def all_explained(ev: dict[str, Any]) -> bool:
+        """Every other event of its client is matched, says it did not run, or is a statement
+        pgAudit does not log: then a refused or skipped status can only be this run's
+        (check.ClientCheck._explained)."""
         return all(
-            other["event_id"] in matched or other["status"] in ("refused", "skipped")
+            other["event_id"] in matched
+            or other["status"] in ("refused", "skipped")
+            or check.unlogged(other["statement"], scs=True)
             for other in outcome.events
-            if other["application_name"] == ev["application_name"] and other["seq"] > ev["seq"]
+            if other["application_name"] == ev["application_name"]
         )
 
     target = next(
@@ -115,7 +118,7 @@ def _doctor(outcome: Outcome, klass: str, change: Any) -> int:
         and e.tables
         and ev.get("status") == "ok"
         and ev["application_name"] not in flagged
-        and last_unexplained(ev)
+        and all_explained(ev)
     )
     client = {target["application_name"]}
     before = len(outcome.judge(apps=client).by_class()[klass])

@@ -29,6 +29,9 @@ Correspondence rules (audit.py says what pgAudit logs and when):
 - A data statement (not transaction control) that ran with no actor breaks require_identity.
 - A ledger event with status ok that matched no unit is a phantom, unless its command is one
   pgAudit does not log (SET, RESET) or it has no text.
+- refused_ran / skipped_ran only when no event that says it ran (and is of a kind pgAudit logs)
+  is left unmatched between the matched runs around it; else the run counts as missing (the
+  ledger recorded it under another text, and the refused event was another attempt).
 """
 
 from __future__ import annotations
@@ -157,6 +160,16 @@ def _norm(text: str | None, scs: bool) -> str | None:
     except sqltext.LexError:
         return None
     return _MASKED_MARKER.sub(_ANY_MARKER, norm)
+
+
+def unlogged(text: str | None, scs: bool) -> bool:
+    """A statement pgAudit never logs here (SET, RESET, or no statement at all)."""
+    if not (text or "").strip():
+        return True
+    try:
+        return sqltext.command(text or "", scs) in sqltext.UNLOGGED
+    except sqltext.LexError:
+        return False
 
 
 def _after_keyword(text: str, keyword: str, scs: bool) -> str | None:
@@ -402,19 +415,25 @@ class ClientCheck:
         return self.events[j].get("status") not in ("refused", "skipped")
 
     def _explained(self, rows: list[Expected], pairs: dict[int, int]) -> dict[int, int]:
-        """Drop the match of a run to an event the ledger says did not run when another event,
-        recorded after it and before the next run matched to an event that ran, is left
-        unexplained: the run is more likely that event, recorded under another text."""
+        """Drop the match of a run to an event the ledger says did not run when another event
+        is left unexplained between the runs around it that matched events that ran: the run
+        is more likely that event, recorded under another text."""
         out = dict(pairs)
         used = set(pairs.values())
         for i, j in pairs.items():
             if not rows[i].ran or self._good(j):
                 continue
-            later = [k for r, k in pairs.items() if r > i and rows[r].ran and self._good(k)]
-            bound = min(later, default=len(self.events))
-            if any(k not in used and self._good(k) for k in range(j + 1, bound)):
+            anchors = [(r, k) for r, k in pairs.items() if rows[r].ran and self._good(k)]
+            low = max((k for r, k in anchors if r < i), default=-1)
+            high = min((k for r, k in anchors if r > i), default=len(self.events))
+            if any(k not in used and self._loose(k) for k in range(low + 1, high)):
                 del out[i]
         return out
+
+    def _loose(self, k: int) -> bool:
+        """An event that says it ran, of a kind pgAudit logs, matched to nothing (so far)."""
+        ev = self.events[k]
+        return self._good(k) and not unlogged(ev.get("statement"), self.run.scs)
 
     def compare(self, e: Expected, ev: Event) -> None:
         counts = self.report.counts
@@ -446,15 +465,9 @@ class ClientCheck:
 
     def _phantoms(self, used: set[int]) -> None:
         for j, ev in enumerate(self.events):
-            text = ev.get("statement") or ""
-            if j in used or ev.get("status") != "ok" or not text.strip():
+            if j in used or ev.get("status") != "ok" or unlogged(ev.get("statement"), self.run.scs):
                 continue
-            try:
-                command = sqltext.command(text, self.run.scs)
-            except sqltext.LexError:
-                command = "?"
-            if command not in sqltext.UNLOGGED:
-                self.flag("phantom", f"ledger {_event_text(ev)}; the server logged no such run")
+            self.flag("phantom", f"ledger {_event_text(ev)}; the server logged no such run")
 
     def _pii(self) -> None:
         for ev in self.events:
