@@ -105,7 +105,7 @@ def _doctor(outcome: Outcome, klass: str, change: Any) -> int:
         return all(
             other["event_id"] in matched
             or other["status"] in ("refused", "skipped")
-            or check.unlogged(other["statement"], scs=True)
+            or not check.may_record_a_run(other, scs=True)
             for other in outcome.events
             if other["application_name"] == ev["application_name"]
         )
