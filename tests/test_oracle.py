@@ -12,6 +12,7 @@ tests/oracle/check.py; what pgAudit logs and when is in tests/oracle/audit.py.
 
 One test per mismatch class, each xfail(strict) with the issue-10 section that explains it while
 today's proxy has it: a fix flips it to XPASS, which fails until its mark is removed here.
+tests/test_oracle_repros.py holds a minimal sequence per way of failing, judged the same way.
 Run it longer, with examples and minimal reproductions:
 
     python bench/oracle.py --seed 1 --count 400 --show 2 --shrink
@@ -81,7 +82,11 @@ def test_the_oracle_judges_enough_and_places_every_logged_statement(outcome: Out
 @pytest.mark.parametrize(
     "klass",
     [
-        pytest.param(k, marks=pytest.mark.xfail(reason=KNOWN[k], strict=True)) if k in KNOWN else k
+        pytest.param(
+            k, marks=pytest.mark.xfail(reason=KNOWN[k], strict=True, raises=AssertionError)
+        )
+        if k in KNOWN
+        else k
         for k in check.CLASSES
         if k != "unresolved"
     ],
