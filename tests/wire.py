@@ -33,34 +33,30 @@ class Backend:
     """Any backend message; subclasses carry the decoded fields."""
 
 
-@dataclass(frozen=True)
+# Messages without fields: the type says it all (a subclass of a frozen dataclass that adds
+# no field needs no decorator of its own).
 class ParseComplete(Backend):
-    pass
+    """1"""
 
 
-@dataclass(frozen=True)
 class BindComplete(Backend):
-    pass
+    """2"""
 
 
-@dataclass(frozen=True)
 class CloseComplete(Backend):
-    pass
+    """3"""
 
 
-@dataclass(frozen=True)
 class NoData(Backend):
-    pass
+    """n"""
 
 
-@dataclass(frozen=True)
 class PortalSuspended(Backend):
-    pass
+    """s"""
 
 
-@dataclass(frozen=True)
 class EmptyQueryResponse(Backend):
-    pass
+    """I"""
 
 
 @dataclass(frozen=True)
@@ -352,7 +348,9 @@ class Wire:
             except OSError as exc:
                 raise WireError(f"connection failed: {exc}", self._pending) from exc
             if not data:
-                raise WireError("the server closed the connection", self._pending)
+                said = [f"{e.sqlstate} {e.message}" for e in errors(self._pending)]
+                reason = "the server closed the connection" + (f": {said[-1]}" if said else "")
+                raise WireError(reason, self._pending)
             self._raw.extend((f.type, f.body or b"") for f in self._framer.feed(data))
         return self._raw.popleft()
 

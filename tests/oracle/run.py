@@ -106,8 +106,7 @@ def drive(
             replies = w.roundtrip(*(op.encode(w.encoding) for op in step.ops))
         except wire.WireError as exc:
             replies = exc.received
-            said = "; ".join(f"{e.sqlstate} {e.message}" for e in wire.errors(replies)[-1:])
-            lost[step.client] = f"{exc}{': ' + said if said else ''}"
+            lost[step.client] = str(exc)
             w.sock.close()
             del wires[step.client]
         sqlstates.update(e.sqlstate for e in wire.errors(replies))
