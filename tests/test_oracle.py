@@ -34,20 +34,11 @@ SEED, COUNT = 1, 50
 
 # Mismatch classes today's proxy shows with this seed, and the part of issue 10 behind each.
 KNOWN: dict[str, str] = {
-    "missing": "issue 10 §1/§2/§4: statement names drift from the server's (42P05, a Close the "
-    "server skipped, names left on pooled server connections) and messages are split with the "
-    "wrong standard_conforming_strings, so what ran is recorded as another statement or ''",
-    "tables": "issue 10 §2: EXECUTE and FETCH are recorded without the tables of the prepared "
-    "statement or cursor; §4: mis-lexed statements lose their tables",
-    "actor": "issue 10 §3: identity ignores transactions (a SET rolled back with its transaction "
-    "or pipeline, or skipped after an error); §4: a claim inside a quoted name or string before "
-    "a closing `-- */` counts as a comment; §5: identity set upstream by other spellings",
-    "unattributed_ran": "issue 10 §1/§3: a data statement runs while PostgreSQL's rules give "
-    "it no identity (the ledger kept a claim the server rolled back, or recorded another text)",
-    "phantom": "issue 10 §1: outcomes follow the request, not the server (a statement the server "
-    "rejected or skipped recorded ok; a portal run by two pipelined Executes recorded twice)",
-    "identity_leaked": 'issue 10 §5: scalple."user", U&"\\0075ser", set_config(\'scalple.\' || '
-    "'user', ...) and set_config($1, ...) reach the server connection",
+    "missing": "issue 10 §4: with standard_conforming_strings off a statement is recorded as "
+    "text the oracle cannot match to what ran (a masked literal rendered as a plain string)",
+    "tables": "issue 10 §4: statements read with standard_conforming_strings off lose their "
+    "tables",
+    "phantom": "issue 10 §1: a portal run by two pipelined Executes is recorded twice",
     "pii_in_clear": "issue 10 §6: row comparisons and assignments, regular expressions and error "
     "texts keep PII values in clear",
 }

@@ -304,6 +304,17 @@ def rig(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         r.stop()
 
 
+# The ones the proxy still has; each other one is a regression test: it failed before the
+# session followed the server.
+OPEN: frozenset[str] = frozenset(
+    {
+        "standard-conforming-strings-off-splits-wrong",
+        "row-comparison-keeps-phone-in-clear",
+        "error-text-quotes-a-stored-phone",
+    }
+)
+
+
 @pytest.mark.parametrize(
     ("klass", "mode", "clients", "steps"),
     [
@@ -313,7 +324,9 @@ def rig(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             cl,
             st,
             id=name,
-            marks=pytest.mark.xfail(reason=why, strict=True, raises=AssertionError),
+            marks=[pytest.mark.xfail(reason=why, strict=True, raises=AssertionError)]
+            if name in OPEN
+            else [],
         )
         for name, k, m, cl, st, why in REPROS
     ],

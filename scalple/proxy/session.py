@@ -598,9 +598,12 @@ class Session:
         pred = self._predicted
         portal = pred.portals.get(name)
         item = Pending(Owed.EXECUTE, name, target=portal)
-        if portal is not None and isinstance(portal.run, Run) and portal.run.suspended:
-            portal.run.suspended = False  # the same statement goes on: no new record
-            item.runs.append(portal.run)
+        if portal is not None and (isinstance(portal.run, Run) or portal.done):
+            # A portal already running (suspended, or not answered yet: pipelined) goes on, one
+            # statement; one that ran to completion yields nothing more. No new record either way.
+            if isinstance(portal.run, Run):
+                portal.run.suspended = False
+                item.runs.append(portal.run)
             self._queue.append(item)
             step.send(raw)
             return
@@ -979,7 +982,7 @@ class Session:
         if head is None or head.kind not in _STATEMENT:
             return
         run = head.run
-        if run is not None:
+        if run is not None and not run.done:
             run.tag = tag
             step.records.append(self.records.outcome(run))
             self.mirror.begin_statement()
@@ -989,6 +992,7 @@ class Session:
             target = head.target
             if isinstance(target, Portal) and target.run is run:
                 target.run = None
+                target.done = True
         if head.kind is Owed.EXECUTE:
             self._queue.popleft()
         else:  # QUERY and FUNCTION items stay until their ReadyForQuery
@@ -1007,7 +1011,7 @@ class Session:
                 head.index = len(head.runs)
                 return replacement
             run = head.run
-            if run is not None:
+            if run is not None and not run.done:
                 run.fail(_status_for(sqlstate), sqlstate, message)
                 step.records.append(self.records.outcome(run))
                 head.index += 1
@@ -1026,7 +1030,7 @@ class Session:
                     first = False
                     continue
             for run in item.runs[item.index :]:
-                if run.suspended and not first:
+                if run.done or (run.suspended and not first):
                     continue
                 if first:
                     run.fail(_status_for(sqlstate), sqlstate, message)
@@ -1068,6 +1072,8 @@ class Session:
         while self._queue:
             item = self._queue.popleft()
             for run in item.runs[item.index :]:
+                if run.done:
+                    continue
                 if self._batch_error is not None and item.kind is Owed.EXECUTE:
                     run.fail(_status_for(self._batch_error[0]), *self._batch_error)
                     step.records.append(self.records.outcome(run))
