@@ -21,8 +21,9 @@ from scalple.analysis.lexer import Scan, literal_value, scan, split
 from scalple.analysis.masking import mask
 from scalple.analysis.policy import Policy
 from scalple.analysis.results import CopyPlan, ResultField, ResultPlan, decode_value
-from scalple.analysis.shape import Action, Shape, failed, learn
+from scalple.analysis.shape import Shape, failed, learn
 from scalple.analysis.subjects import SubjectHasher, SubjectSet
+from scalple.analysis.verdict import UNSURE_ACTION, Action, Verdicts
 from scalple.events import AuditClass
 
 _MASK_ALL = Action("literal", True, None)
@@ -132,7 +133,7 @@ class _Masker:
     def param(self, index: int, raw: bytes | None, fmt: int) -> str | None:
         if raw is None:
             return None
-        action = _MASK_ALL if self.shape.mask_all else self.shape.params.get(index)
+        action = _MASK_ALL if self.shape.mask_all else self.shape.params.get(index, UNSURE_ACTION)
         text = _param_text(raw, fmt)
         new = self.mask_value(text, action)
         return text if new is None else new
@@ -181,9 +182,9 @@ class _Exact:
 
 
 def _compile(shape: Shape, n_literals: int) -> _Compiled:
-    if shape.mask_all:
+    if shape.mask_all or len(shape.literals) != n_literals:
         return _Compiled(shape, (_MASK_ALL,) * n_literals)
-    return _Compiled(shape, tuple(shape.literals.get(i) for i in range(n_literals)))
+    return _Compiled(shape, shape.literals)
 
 
 # `Key (email)=(a@b.com) already exists.` and the like, in unique/foreign-key/exclusion details.
@@ -201,6 +202,7 @@ class Analyzer:
         self._hasher = SubjectHasher(subject_key)
         self.catalog = catalog
         self.names = Names(catalog, policy.search_path)
+        self._verdicts = Verdicts(policy, catalog)
         self._shapes: dict[str, _Compiled] = {}
         # Statements that take parameters or have no literals, by their exact text (such a text
         # comes back again and again): the whole statement side of the work, done once.
@@ -232,13 +234,14 @@ class Analyzer:
         if self.catalog is not None and self.catalog.version != self._catalog_version:
             self._shapes.clear()  # names and `*` may mean something else after DDL
             self._exact.clear()
+            self._verdicts = Verdicts(self.policy, self.catalog)
             self._catalog_version = self.catalog.version
 
     def _compiled(self, sql: str, key: str, n_literals: int) -> _Compiled:
         compiled = self._shapes.get(key)
         if compiled is not None and len(compiled.actions) == n_literals:
             return compiled
-        fresh = _compile(learn(scan(sql), self.policy, self.names), n_literals)
+        fresh = _compile(learn(scan(sql), self.policy, self.names, self._verdicts), n_literals)
         if compiled is None:  # else two texts share a key but not a literal count: keep the first
             if len(self._shapes) >= self.policy.cache_size:
                 del self._shapes[next(iter(self._shapes))]
