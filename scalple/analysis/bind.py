@@ -77,6 +77,7 @@ class _Binder:
         self.ctes: dict[str, exp.CTE] = {}
         # id(sources) -> output names of its CTEs and derived tables; None: not known (a star)
         self.derived: dict[int, frozenset[str] | None] = {}
+        self.owner = _Owners(exp.Select())
 
     def add_table(self, qualified: str) -> None:
         self.out.tables[qualified] = None
@@ -186,14 +187,51 @@ class _Binder:
         return None
 
 
-def _owner(node: exp.Expression) -> exp.Expression | None:
-    """The query or statement a node belongs to (MERGE's WHEN actions belong to the MERGE)."""
-    parent = node.parent
-    while parent is not None and (
-        not isinstance(parent, _QUERY + _DML + (exp.Merge,)) or isinstance(parent.parent, exp.When)
-    ):
-        parent = parent.parent
-    return parent
+# Where a column sits, as far as telling an output alias from a column goes.
+_CLAUSES = (exp.Select, exp.Order, exp.Distinct, exp.Qualify, exp.Having, exp.Window)
+_ALIAS_CLAUSES = (exp.Order, exp.Distinct, exp.Qualify)
+
+
+class _Owners:
+    """The query or statement each node belongs to (MERGE's WHEN actions belong to the MERGE),
+    and each query's own columns, for the whole tree in one top-down pass. (Asking a deep
+    node's parents one by one, as sqlglot's `Scope.columns` does, is quadratic in the depth
+    of `a = 1 OR a = 2 OR ...`.)"""
+
+    def __init__(self, tree: exp.Expression) -> None:
+        self._of: dict[int, object] = {id(tree): None}
+        self._clause: dict[int, object] = {id(tree): None}
+        self._columns: dict[int, list[exp.Column]] = {}
+        for node in tree.walk(bfs=True):
+            key = id(node)
+            owns = isinstance(node, _QUERY + _DML + (exp.Merge,)) and not isinstance(
+                node.parent, exp.When
+            )
+            mine = node if owns else self._of.get(key)
+            clause = node if isinstance(node, _CLAUSES) else self._clause.get(key)
+            for child in node.iter_expressions():
+                self._of[id(child)] = mine
+                self._clause[id(child)] = clause
+            if isinstance(node, exp.Column):
+                self._columns.setdefault(id(self._of.get(key)), []).append(node)
+
+    def __call__(self, node: exp.Expression) -> object:
+        return self._of.get(id(node))
+
+    def columns(self, query: object) -> list[exp.Column]:
+        """`query`'s own columns, less the output aliases named in ORDER BY / DISTINCT ON."""
+        names = set(query.named_selects) if isinstance(query, exp.Select) else set()
+        return [
+            c
+            for c in self._columns.get(id(query), ())
+            if c.table or c.name not in names or not self._alias_clause(c)
+        ]
+
+    def _alias_clause(self, col: exp.Column) -> bool:
+        clause = self._clause.get(id(col))
+        return isinstance(clause, _ALIAS_CLAUSES) and not isinstance(
+            clause.parent, exp.Window | exp.WithinGroup
+        )
 
 
 def _key(alias: str, src: object) -> str:
@@ -230,7 +268,6 @@ def _bind_scope(b: _Binder, scope: Scope, outer: list[Sources]) -> Sources:
         parent = parent.parent
     select = scope.expression
     aliases: set[str] = set()
-    columns = list(scope.columns)
     if isinstance(select, exp.Select):
         aliases = {p.alias.lower() for p in select.expressions if isinstance(p, exp.Alias)}
         for proj in select.expressions:
@@ -238,17 +275,14 @@ def _bind_scope(b: _Binder, scope: Scope, outer: list[Sources]) -> Sources:
                 b.star(sources)
             elif isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star):
                 b.star(sources, ident(proj.args.get("table")))
-        having = select.args.get("having")
-        seen = {id(c) for c in columns}
-        columns += [c for c in having.find_all(exp.Column) if id(c) not in seen] if having else []
         for join in select.args.get("joins") or ():
             for name in join.args.get("using") or ():
                 b.using(ident(name), sources)
-    for col in columns:
-        # sqlglot also lists a subquery's unqualified columns in the enclosing scope, in case
-        # they are correlated; each column is bound once, by the scope that owns it.
-        if _owner(col) is select:
-            b.resolve(col, chain + outer, aliases)
+    # Each column is bound once, by the scope that owns it (sqlglot also lists a subquery's
+    # unqualified columns in the enclosing scope, in case they are correlated).
+    scopes = chain + outer
+    for col in b.owner.columns(select):
+        b.resolve(col, scopes, aliases)
     return sources
 
 
@@ -263,7 +297,7 @@ def _dml_sources(b: _Binder, node: exp.Expression) -> tuple[Sources, str]:
     extra = [node.args.get("from_"), *(node.args.get("using") or [])]
     for part in extra:
         for table in part.find_all(exp.Table) if part is not None else ():
-            if _owner(table) is node:
+            if b.owner(table) is node:
                 sources[table.alias_or_name.lower()] = b.source(table)
     return sources, qualified or ""
 
@@ -280,7 +314,7 @@ def _bind_dml(b: _Binder, node: exp.Expression) -> Sources:
     if returning is not None and any(isinstance(e, exp.Star) for e in returning.expressions):
         b.star({k: v for k, v in sources.items() if k != "excluded"}, None)
     for col in node.find_all(exp.Column):
-        if _owner(col) is node:
+        if b.owner(col) is node:
             b.resolve(col, [sources])
     return sources
 
@@ -308,7 +342,7 @@ def _bind_merge(b: _Binder, node: exp.Merge) -> None:
         elif isinstance(then, exp.Update):
             assigned |= {id(e.this) for e in then.expressions if isinstance(e, exp.EQ)}
     for col in node.find_all(exp.Column):
-        if _owner(col) is node:
+        if b.owner(col) is node:
             b.resolve(col, [own] if id(col) in assigned else [sources])
 
 
@@ -323,9 +357,9 @@ def _bind_copy(b: _Binder, node: exp.Copy) -> None:
         b.out.columns[f"{table}.{name}"] = None
 
 
-def _query_roots(tree: exp.Expression) -> list[exp.Expression]:
+def _query_roots(b: _Binder, tree: exp.Expression) -> list[exp.Expression]:
     found: list[exp.Expression] = list(tree.find_all(*_QUERY))
-    return [n for n in found if not isinstance(_owner(n), _QUERY)]
+    return [n for n in found if not isinstance(b.owner(n), _QUERY)]
 
 
 def bind(
@@ -334,20 +368,21 @@ def bind(
     """Tables and columns `tree` reads or writes. `known(col)` says the policy names a column,
     which picks the table of an ambiguous column when the catalog cannot."""
     b = _Binder(names, known)
+    b.owner = _Owners(tree)
     b.ctes = {cte.alias_or_name.lower(): cte for cte in tree.find_all(exp.CTE)}
     dml_sources = {
         id(n): _bind_dml(b, n) for n in tree.find_all(*_DML) if not isinstance(n.parent, exp.When)
     }
     for merge in tree.find_all(exp.Merge):
         _bind_merge(b, merge)
-    for root in _query_roots(tree):
-        owner = _owner(root)
+    for root in _query_roots(b, tree):
+        owner = b.owner(root)
         outer = [dml_sources[id(owner)]] if owner is not None and id(owner) in dml_sources else []
         for scope in traverse_scope(root):
             _bind_scope(b, scope, outer)
     for copy in tree.find_all(exp.Copy):
         _bind_copy(b, copy)
     for table in tree.find_all(exp.Table):
-        if table.name and not isinstance(_owner(table), _QUERY + _DML):
+        if table.name and not isinstance(b.owner(table), _QUERY + _DML):
             b.source(table)
     return b.out
