@@ -146,3 +146,28 @@ def test_subjects_follow_values_into_their_columns(sql: str) -> None:
 def test_a_pattern_is_not_a_subject() -> None:
     r = analyzer().analyze("SELECT id FROM users WHERE email ~ 'ann@x.org' AND name = 'Ann'")
     assert r.subjects == ()
+
+
+def test_standard_conforming_strings_off_reads_backslash_escapes() -> None:
+    a = analyzer()
+    sql = f"SELECT id FROM users WHERE phone = 'it\\'s {PHONE}' AND name = 'O\\'Brien'"
+    r = a.analyze(sql, standard_strings=False)
+    assert PHONE not in r.statement and "'O\\'Brien'" in r.statement
+    assert r.analysis == "ok" and r.columns == ("public.users.id", "public.users.phone",
+                                                "public.users.name")  # fmt: skip
+    # The same text read with standard strings is another statement, cached apart.
+    assert a.analyze(sql).statement != r.statement
+
+
+def test_masked_value_is_quoted_for_the_session_reading() -> None:
+    r = analyzer().analyze("UPDATE users SET phone = 'a\\\\b' WHERE id = 1", standard_strings=False)
+    assert "SET phone = '" in r.statement and "\\\\" in r.statement and "b'" not in r.statement
+
+
+@pytest.mark.parametrize(
+    "literal",
+    ["E'ann\\x40corp.com'", "E'ann\\100corp.com'", "U&'ann\\0040corp.com'", "'ann\\x40corp.com'"],
+)
+def test_escapes_the_analyzer_does_not_decode_are_masked(literal: str) -> None:
+    r = analyzer().analyze(f"SELECT {literal} AS note", standard_strings=False)
+    assert "corp" not in r.statement

@@ -73,6 +73,7 @@ class Catalog:
             )
             for oid, pairs in view_reads.items()
         }
+        self._column_names = frozenset(name for r in relations for _, name in r.columns)
         self.version += 1
 
     @classmethod
@@ -135,6 +136,10 @@ class Catalog:
         rel = self._by_oid.get(oid)
         name = rel.column(attnum) if rel else None
         return f"{rel.qualified}.{name}" if rel and name else None
+
+    def column_names(self) -> frozenset[str]:
+        """Every column name of every relation, unqualified."""
+        return self._column_names
 
     def view_columns(self, qualified: str) -> tuple[str, ...]:
         """Base-table columns a view reads ('schema.table.column'); () for tables."""

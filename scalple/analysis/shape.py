@@ -26,6 +26,9 @@ from scalple.events import AuditClass
 logging.getLogger("sqlglot").setLevel(logging.CRITICAL)
 
 
+Analysis = Literal["ok", "failed", "skipped"]
+
+
 @dataclass(frozen=True)
 class Shape:
     fingerprint: str
@@ -38,7 +41,7 @@ class Shape:
     # ...and per 0-based parameter index; a parameter not listed is masked.
     params: Mapping[int, Action | None] = field(default_factory=dict)
     mask_all: bool = False  # every literal and parameter (unparseable, opaque, or ROLE)
-    analysis: Literal["ok", "failed"] = "ok"
+    analysis: Analysis = "ok"
 
 
 def fingerprint(scan: Scan) -> str:
@@ -46,24 +49,53 @@ def fingerprint(scan: Scan) -> str:
     try:
         return str(pg_parser.fingerprint(scan.sql))
     except Exception:
-        return hashlib.sha256(scan.key.encode()).hexdigest()[:16]
+        return key_fingerprint(scan.key)
 
 
-def _statement_words(scan: Scan) -> list[tuple[str, ...]]:
+def key_fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _statement_words(key: str) -> list[tuple[str, ...]]:
     words = []
-    for part in scan.key.split(";"):
+    for part in key.split(";"):
         w = Scan(part, part, (), ()).leading_words()
         if w:
             words.append(w)
     return words
 
 
-def failed(scan: Scan) -> Shape:
-    words = _statement_words(scan)
+def _classified(words: list[tuple[str, ...]]) -> tuple[AuditClass, str]:
     classes = [classify_one(w, None) for w in words]
-    audit_class = strongest([c for c, _ in classes])
-    tag = classes[-1][1] if classes else ""
+    return strongest([c for c, _ in classes]), classes[-1][1] if classes else ""
+
+
+def failed(scan: Scan) -> Shape:
+    audit_class, tag = _classified(_statement_words(scan.key))
     return Shape(fingerprint(scan), audit_class, tag, mask_all=True, analysis="failed")
+
+
+def unparsed(key: str, analysis: Analysis) -> Shape:
+    """A statement that is not parsed: classified by its leading words, everything masked."""
+    audit_class, tag = _classified(_statement_words(key))
+    return Shape(key_fingerprint(key), audit_class, tag, mask_all=True, analysis=analysis)
+
+
+def standard_text(scan: Scan) -> Scan:
+    """`scan` with every string that reads differently under standard_conforming_strings
+    (a plain or N'' string holding a backslash, as read with it off) replaced by a neutral
+    string of the same length: parsers that know only the standard reading then see the
+    statement's structure at the same offsets."""
+    pieces: list[str] = []
+    pos = 0
+    for tok in scan.literals:
+        if "\\" in tok.text and tok.text[0] in "'nN":
+            head = 2 if tok.text[0] != "'" else 1
+            pieces += (scan.sql[pos : tok.start + head], "x" * (len(tok.text) - head - 1), "'")
+            pos = tok.end
+    if not pieces:
+        return scan
+    return Scan("".join(pieces) + scan.sql[pos:], scan.key, scan.literals, scan.comments)
 
 
 def _actions(
@@ -125,19 +157,12 @@ def _unwrap(sql: str, words: tuple[str, ...]) -> tuple[str, str, bool] | None:
 def _utility_shape(scan: Scan, util: Utility, words: list[tuple[str, ...]]) -> Shape:
     """A utility statement sqlglot cannot parse but PostgreSQL's grammar can: its relations are
     known; its literals (passwords, payloads) are all masked."""
-    classes = [classify_one(w, None) for w in words]
-    return Shape(
-        fingerprint(scan),
-        strongest([c for c, _ in classes]),
-        classes[-1][1] if classes else "",
-        util.tables,
-        util.columns,
-        mask_all=True,
-    )
+    audit_class, tag = _classified(words)
+    return Shape(fingerprint(scan), audit_class, tag, util.tables, util.columns, mask_all=True)
 
 
 def learn(scan: Scan, policy: Policy, names: Names, verdicts: Verdicts) -> Shape:
-    words = _statement_words(scan)
+    words = _statement_words(scan.key)
     wrapped = _unwrap(scan.sql, words[0]) if len(words) == 1 else None
     try:
         text = wrapped[0] if wrapped else scan.sql
