@@ -8,7 +8,7 @@ could belong to several tables is listed under each of them (over-reporting, nev
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlglot import exp
@@ -17,6 +17,32 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from scalple.analysis.catalog import Catalog
 
 Sources = dict[str, str | None]  # alias -> "schema.table", or None for a CTE / derived table
+# Without a catalog, an unqualified column of a statement over more tables than this is not
+# listed under each of them (that would grow with tables x columns); its values stay masked.
+_MAX_GUESSES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """A scope's sources, then the enclosing scopes' (shared, so building them is linear)."""
+
+    sources: Sources
+    next: _Link | None
+
+
+def _chain(link: _Link | None) -> Iterator[Sources]:
+    while link is not None:
+        yield link.sources
+        link = link.next
+
+
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """One scope's tables, worked out once for all its columns."""
+
+    tables: tuple[str, ...]
+    all_listed: bool  # the catalog lists every one of them
+    having: dict[str, list[str]]  # column name -> the listed tables that have it
 _DML = (exp.Insert, exp.Update, exp.Delete)
 _QUERY = (exp.Select, exp.SetOperation)
 
@@ -78,6 +104,9 @@ class _Binder:
         # id(sources) -> output names of its CTEs and derived tables; None: not known (a star)
         self.derived: dict[int, frozenset[str] | None] = {}
         self.owner = _Owners(exp.Select())
+        self.ups: dict[int, _Link | None] = {}  # id(Scope) -> the chain a child scope sees above
+        self.tables_of: dict[int, _Tables] = {}  # id(Sources) -> its tables
+        self.alive: list[Sources] = []  # every Sources keyed by id() above, kept so ids stay
 
     def add_table(self, qualified: str) -> None:
         self.out.tables[qualified] = None
@@ -113,7 +142,7 @@ class _Binder:
     def resolve(
         self,
         col: exp.Column,
-        scopes: list[Sources],
+        scopes: _Link | None,
         aliases: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         if isinstance(col.this, exp.Star):
@@ -124,12 +153,12 @@ class _Binder:
             self.out.columns[q] = None
 
     def _candidates(
-        self, col: exp.Column, scopes: list[Sources], aliases: frozenset[str] | set[str]
+        self, col: exp.Column, scopes: _Link | None, aliases: frozenset[str] | set[str]
     ) -> tuple[str, ...]:
         name = ident(col.this)
         qualifier = ident(col.args.get("table")) if col.args.get("table") else ""
         fallback: tuple[str, ...] = ()
-        for sources in scopes:
+        for sources in _chain(scopes):
             if qualifier:
                 if qualifier in sources:
                     table = sources[qualifier]
@@ -147,21 +176,57 @@ class _Binder:
 
     def _guess(self, name: str, sources: Sources) -> tuple[str, ...]:
         """When the catalog knows no such column anywhere: its only table, rather than hide it."""
-        tables = list(dict.fromkeys(t for t in sources.values() if t is not None))
+        tables = self._tables(sources).tables
         return (f"{tables[0]}.{name}",) if len(tables) == 1 else ()
 
+    def _tables(self, sources: Sources) -> _Tables:
+        found = self.tables_of.get(id(sources))
+        if found is None:
+            tables = tuple(dict.fromkeys(t for t in sources.values() if t is not None))
+            having: dict[str, list[str]] = {}
+            listed = 0
+            for t in tables:
+                cols = self.names.columns(t)
+                if cols is not None:
+                    listed += 1
+                    for c in dict.fromkeys(cols):
+                        having.setdefault(c, []).append(t)
+            found = _Tables(tables, listed == len(tables), having)
+            self.tables_of[id(sources)] = found
+            self.alive.append(sources)
+        return found
+
     def _unqualified(self, name: str, sources: Sources) -> tuple[str, ...] | None:
-        tables = list(dict.fromkeys(t for t in sources.values() if t is not None))
-        if not tables:
+        info = self._tables(sources)
+        if not info.tables:
             return None
-        listed = [t for t in tables if self.names.columns(t) is not None]
-        have = [t for t in listed if name in (self.names.columns(t) or ())]
-        if have or len(listed) == len(tables):
+        have = info.having.get(name, ())
+        if have or info.all_listed:
             return tuple(f"{t}.{name}" for t in have) or None
-        if len(tables) == 1:
-            return (f"{tables[0]}.{name}",)
-        policy = [t for t in tables if self.known(f"{t}.{name}")]
-        return tuple(f"{t}.{name}" for t in (policy or tables))
+        if len(info.tables) == 1:
+            return (f"{info.tables[0]}.{name}",)
+        if len(info.tables) > _MAX_GUESSES:
+            return ()
+        policy = [t for t in info.tables if self.known(f"{t}.{name}")]
+        return tuple(f"{t}.{name}" for t in (policy or info.tables))
+
+    def up(self, scope: Scope | None, outer: _Link | None) -> _Link | None:
+        """The chain of sources a scope inside `scope` sees above itself; each scope's link is
+        made once and shared by everything nested in it."""
+        pending: list[Scope] = []
+        while scope is not None and id(scope) not in self.ups:
+            pending.append(scope)
+            scope = scope.parent
+        link = outer if scope is None else self.ups[id(scope)]
+        for s in reversed(pending):
+            up: Sources = {
+                _key(a, src): (self.names.table(src) if _is_source(self, src) else None)
+                for a, (_, src) in s.selected_sources.items()
+                if isinstance(src, exp.Table)
+            }
+            link = _Link(up, link)
+            self.ups[id(s)] = link
+        return link
 
     def output_names(self, src: Scope | exp.Expression) -> frozenset[str] | None:
         """The column names a CTE, derived table or table function yields; None if unknown."""
@@ -246,26 +311,22 @@ def _is_source(b: _Binder, src: object) -> bool:
     return isinstance(src, exp.Table) and bool(src.name) and ident(src.this) not in b.ctes
 
 
-def _bind_scope(b: _Binder, scope: Scope, outer: list[Sources]) -> Sources:
+def _bind_scope(b: _Binder, scope: Scope, outer: _Link | None) -> Sources:
     sources: Sources = {}
     derived: set[str] | None = set()
-    for alias, src in scope.sources.items():
+    # The sources its FROM names (`scope.sources` also holds every CTE defined before it).
+    for alias, (_, src) in scope.selected_sources.items():
         key = _key(alias, src)
         sources[key] = b.source(src) if isinstance(src, exp.Table) else None
         if sources[key] is None:
             names = b.output_names(src)
-            derived = None if names is None or derived is None else derived | names
+            if names is None or derived is None:
+                derived = None
+            else:
+                derived |= names
     b.derived[id(sources)] = frozenset(derived) if derived is not None else None
-    chain = [sources]
-    parent = scope.parent
-    while parent is not None and not scope.is_cte:
-        up: Sources = {
-            _key(a, s): (b.names.table(s) if _is_source(b, s) else None)
-            for a, s in parent.sources.items()
-            if isinstance(s, exp.Table)
-        }
-        chain.append(up)
-        parent = parent.parent
+    b.alive.append(sources)
+    chain = _Link(sources, outer if scope.is_cte else b.up(scope.parent, outer))
     select = scope.expression
     aliases: set[str] = set()
     if isinstance(select, exp.Select):
@@ -280,9 +341,8 @@ def _bind_scope(b: _Binder, scope: Scope, outer: list[Sources]) -> Sources:
                 b.using(ident(name), sources)
     # Each column is bound once, by the scope that owns it (sqlglot also lists a subquery's
     # unqualified columns in the enclosing scope, in case they are correlated).
-    scopes = chain + outer
     for col in b.owner.columns(select):
-        b.resolve(col, scopes, aliases)
+        b.resolve(col, chain, aliases)
     return sources
 
 
@@ -315,7 +375,7 @@ def _bind_dml(b: _Binder, node: exp.Expression) -> Sources:
         b.star({k: v for k, v in sources.items() if k != "excluded"}, None)
     for col in node.find_all(exp.Column):
         if b.owner(col) is node:
-            b.resolve(col, [sources])
+            b.resolve(col, _Link(sources, None))
     return sources
 
 
@@ -343,7 +403,7 @@ def _bind_merge(b: _Binder, node: exp.Merge) -> None:
             assigned |= {id(e.this) for e in then.expressions if isinstance(e, exp.EQ)}
     for col in node.find_all(exp.Column):
         if b.owner(col) is node:
-            b.resolve(col, [own] if id(col) in assigned else [sources])
+            b.resolve(col, _Link(own if id(col) in assigned else sources, None))
 
 
 def _bind_copy(b: _Binder, node: exp.Copy) -> None:
@@ -377,7 +437,11 @@ def bind(
         _bind_merge(b, merge)
     for root in _query_roots(b, tree):
         owner = b.owner(root)
-        outer = [dml_sources[id(owner)]] if owner is not None and id(owner) in dml_sources else []
+        outer = (
+            _Link(dml_sources[id(owner)], None)
+            if owner is not None and id(owner) in dml_sources
+            else None
+        )
         for scope in traverse_scope(root):
             _bind_scope(b, scope, outer)
     for copy in tree.find_all(exp.Copy):

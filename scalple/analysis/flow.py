@@ -42,6 +42,9 @@ _STRUCTURE: Final = (
     exp.Lateral, exp.Distinct, exp.Lock, exp.Into, exp.Command, exp.Copy,
 )  # fmt: skip
 
+# A column that may come from more derived sources than this is not followed into each
+# (that would grow with sources x columns): values meeting it are masked as unsure.
+_MAX_MATCHES: Final = 32
 Key = object  # a union-find element: id(node) for atoms and values, tuples for slots
 
 
@@ -228,25 +231,16 @@ class _Flow:
     def arity(self, q: exp.Expression) -> int | None:
         """How many outputs `q` has, or None when not known (a `*`, a function)."""
         q = _unwrap(q)
-        key = id(q)
-        if key not in self.arity_memo:
-            self.arity_memo[key] = None  # a cycle (it cannot be) stays unknown
-            self.arity_memo[key] = self._arity(q)
-        return self.arity_memo[key]
-
-    def _arity(self, q: exp.Expression) -> int | None:
-        if isinstance(q, exp.Select):
-            return None if any(_is_star(p) for p in q.expressions) else len(q.expressions)
-        if isinstance(q, exp.Values):
-            first = q.expressions[0] if q.expressions else None
-            return len(first.expressions) if isinstance(first, exp.Tuple) else None
-        if isinstance(q, exp.SetOperation) and isinstance(q.this, exp.Expression):
-            return self.arity(q.this)
-        if isinstance(q, _DML):
-            returning = q.args.get("returning")
-            items = returning.expressions if returning is not None else []
-            return None if any(_is_star(p) for p in items) else len(items)
-        return None
+        if id(q) in self.arity_memo:
+            return self.arity_memo[id(q)]
+        chain = []  # a set operation's arity is its leftmost branch's: walk there, no recursion
+        while isinstance(q, exp.SetOperation) and isinstance(q.this, exp.Expression):
+            chain.append(id(q))
+            q = _unwrap(q.this)
+        n = self.arity_memo[id(q)] if id(q) in self.arity_memo else _arity(q)
+        for k in (*chain, id(q)):
+            self.arity_memo[k] = n
+        return n
 
     def slot(self, q: exp.Expression, i: int) -> Key:
         q = _unwrap(q)
@@ -418,7 +412,7 @@ class _Flow:
             return key
         found = self.derived_ref(scope, qualifier, name)
         if found is None:
-            lone = self.lone_table if not qualifier and not self.sources(scope, "") else None
+            lone = self.lone_table if not qualifier and not _in_query(scope) else None
             # Outside any query (ALTER TABLE t ... CHECK (col > 0)): the statement's one table.
             self.label(key, f"{lone}.{name}" if lone else UNSURE, same=bool(lone))
             return key
@@ -463,7 +457,10 @@ class _Flow:
                 if src is not None:
                     return self.source_column(src, name) if src.node is not None else None
             else:
-                found = [k for src in s.derived(name) for k in self.source_column(src, name)]
+                matches = s.derived(name)
+                if len(matches) > _MAX_MATCHES:
+                    return None  # too many sources that may hold it: unsure
+                found = [k for src in matches for k in self.source_column(src, name)]
                 if name in s.outputs:
                     found.append(s.outputs[name])
                 if found:
@@ -495,12 +492,12 @@ class _Flow:
         for key, child in _children(node):  # sources first: the select list may say `*`
             if key in ("from_", "joins", "using") or (key == "this" and isinstance(node, _DML)):
                 self.source(child, scope)
-            elif key != "with_":
+            elif key != "with_" and not (key == "expressions" and isinstance(node, exp.Select)):
                 rest.append((key, child))
+        if isinstance(node, exp.Select):
+            self.outputs(node, scope)
         for key, child in rest:
-            if key == "expressions" and isinstance(node, exp.Select):
-                self.outputs(node, scope)
-            elif key == "returning":
+            if key == "returning":
                 self.outputs(node, scope, child.expressions)
             elif key == "whens" and isinstance(node, exp.Merge):
                 self.merge_whens(node, child, scope)
@@ -572,11 +569,11 @@ class _Flow:
 
     def output_names(self, q: exp.Expression) -> tuple[str, ...] | None:
         q = _unwrap(q)
+        while isinstance(q, exp.SetOperation) and isinstance(q.this, exp.Expression):
+            q = _unwrap(q.this)  # a set operation's names are its leftmost branch's
         if isinstance(q, exp.Values):
             n = self.arity(q)
             return tuple(f"column{i + 1}" for i in range(n)) if n is not None else None
-        if isinstance(q, exp.SetOperation) and isinstance(q.this, exp.Expression):
-            return self.output_names(q.this)
         items: list[exp.Expression] = []
         if isinstance(q, exp.Select):
             items = q.expressions
@@ -693,6 +690,28 @@ class _Flow:
                 out.loose.append(r)
         out.loose += [reach(key) for key in self.loose]
         return out
+
+
+def _in_query(scope: _Scope) -> bool:
+    s: _Scope | None = scope
+    while s is not None:
+        if s.sources:
+            return True
+        s = s.parent
+    return False
+
+
+def _arity(q: exp.Expression) -> int | None:
+    if isinstance(q, exp.Select):
+        return None if any(_is_star(p) for p in q.expressions) else len(q.expressions)
+    if isinstance(q, exp.Values):
+        first = q.expressions[0] if q.expressions else None
+        return len(first.expressions) if isinstance(first, exp.Tuple) else None
+    if isinstance(q, _DML):
+        returning = q.args.get("returning")
+        items = returning.expressions if returning is not None else []
+        return None if any(_is_star(p) for p in items) else len(items)
+    return None
 
 
 def _case_has_no_operand(node: exp.If) -> bool:
