@@ -43,6 +43,8 @@ class _Tables:
     tables: tuple[str, ...]
     all_listed: bool  # the catalog lists every one of them
     having: dict[str, list[str]]  # column name -> the listed tables that have it
+
+
 _DML = (exp.Insert, exp.Update, exp.Delete)
 _QUERY = (exp.Select, exp.SetOperation)
 
