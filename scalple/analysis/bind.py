@@ -170,6 +170,10 @@ class _Binder:
             found = self._unqualified(name, sources)
             if found:
                 return found
+            whole = sources.get(name)
+            if whole is not None and found is None:  # `to_jsonb(u)`: the row, every column
+                cols = self.names.columns(whole)
+                return tuple(f"{whole}.{c}" for c in cols) if cols else (f"{whole}.*",)
             if derived is None or name in derived or name in aliases:
                 return ()  # a CTE's or derived table's column, or an output alias
             fallback = fallback or self._guess(name, sources)
