@@ -7,11 +7,17 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from scalple.analysis import Analyzer, Catalog, Policy, subject_hash
 from scalple.analysis import shape as shape_module
+from scalple.events import AuditEvent
+from scalple.ledger import open_sink
+from scalple.ledger.keys import load_public_key
+from scalple.ledger.verify import verify_ledger
+from tests.proxyproc import read_events
 
 KEY = b"k" * 32
 
@@ -179,3 +185,25 @@ def test_analyzer_is_safe_from_two_threads() -> None:
     assert problems == []
     assert len(a._shapes) <= 2 and len(a._exact) <= 2
     assert subject_hash(KEY, "customer", "3") in expected[sqls[3]].subjects
+
+
+def test_a_skipped_analysis_is_recorded_sealed_and_verified(tmp_path: Path) -> None:
+    a = analyzer()
+    r = a.skipped("SELECT name FROM users WHERE id IN (1, 2, 3) /* Ann */")
+    event = AuditEvent(
+        kind="statement",
+        event_id="e1",
+        ts_start=1,
+        statement=r.statement,
+        fingerprint=r.fingerprint,
+        audit_class=r.audit_class,
+        masked_fields=r.masked_fields,
+        analysis=r.analysis,
+    )
+    sink = open_sink(tmp_path / "ledger", "os", key_dir=tmp_path / "keys")
+    sink.append_sync([event])
+    sink.close()  # seals the journal into a Parquet segment
+    report = verify_ledger(tmp_path / "ledger", load_public_key(tmp_path / "keys" / "signing.pub"))
+    assert report.intact and report.first_bad is None
+    (row,) = read_events(tmp_path / "ledger")
+    assert row["analysis"] == "skipped" and row["statement"] == r.statement
