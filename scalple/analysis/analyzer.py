@@ -81,9 +81,7 @@ class _Cache(Generic[K, V]):
         self.size = size
         self._d: dict[K, V] = {}
         self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        return self._d.get(key)
+        self.get = self._d.get  # the dict is only ever cleared in place
 
     def put(self, key: K, value: V, still_valid: Callable[[], bool]) -> None:
         with self._lock:
@@ -159,6 +157,8 @@ class Analyzer:
 
     def _check_catalog(self) -> int:
         """The catalog version this analysis works with (caches cleared when it moved)."""
+        if self.catalog is None or self.catalog.version == self._catalog_version:
+            return self._catalog_version
         with self._lock:
             if self.catalog is not None and self.catalog.version != self._catalog_version:
                 self._shapes.clear()  # names and `*` may mean something else after DDL
@@ -214,7 +214,8 @@ class Analyzer:
                     ),
                     self._current(version),
                 )
-        return _result(compiled.shape, statement, self._params(m, params, formats), m)
+        values = self._params(m, params, formats) if params else ()
+        return _result(compiled.shape, statement, values, m)
 
     def _masker(self, shape: Shape, standard: bool) -> Masker:
         return Masker(self.policy, self.subject_key, self._hasher, shape, standard)

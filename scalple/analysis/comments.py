@@ -31,7 +31,9 @@ def mask_comment(text: str, mask: Callable[[str], str]) -> str | None:
         masked = mask(body)
     if masked == body:
         return None
-    return opening + _DELIMITER.sub("_", masked) + closing
+    if "/" in masked:
+        masked = _DELIMITER.sub("_", masked)
+    return opening + masked + closing
 
 
 def _pairs(body: str, mask: Callable[[str], str]) -> str | None:

@@ -274,50 +274,48 @@ class _Flow:
         self.stack.append((node, atom, eq, scope))
 
     def visit(self, node: exp.Expression, atom: Key | None, eq: Key | None, scope: _Scope) -> None:
-        if isinstance(node, _QUERY + _DML):
+        kind = _KINDS.get(type(node))
+        if kind is None:
+            kind = _KINDS[type(node)] = _kind(node)
+        if kind == _NAME:
+            return
+        if kind == _QUERYLIKE:
             if atom is not None:  # a subquery inside an expression: its outputs meet it
                 self.meets(atom, self.all_slots(node))
                 if eq is not None and isinstance(_unwrap(node), exp.Query):
                     self.is_same(eq, self.slot(node, 0))
             self.query(node, scope)
             return
-        if isinstance(node, _STRUCTURE):
+        if kind == _STRUCTURAL:
             for _, child in _children(node):
                 self.push(child, None, None, scope)
             return
         atom = id(node) if atom is None else atom
-        if isinstance(node, LITERALS):
+        if kind == _COLUMN:
+            self.column(node, atom, eq, scope)  # type: ignore[arg-type]
+        elif kind == _LITERAL:
             if not isinstance(node.parent, exp.Parameter):
                 self.value(node, atom, eq)
-            return
-        if isinstance(node, exp.Parameter):
+        elif kind == _PARAMETER:
             if node.this is not None and node.name.isdigit():
                 self.value(node, atom, eq)
-            return
-        if isinstance(node, exp.Column):
-            self.column(node, atom, eq, scope)
-            return
-        if isinstance(node, exp.DataType | exp.SetItem):
+        elif kind == _COMPARISON:
+            self.compare(node, atom, scope)
+        elif kind == _NO_COLUMNS:
             # Type modifiers (varchar(20)) and settings (SET x = 5) hold no column's values.
             for lit in node.find_all(*LITERALS, exp.Parameter):
                 if not isinstance(lit.parent, exp.Parameter):
                     self.value(lit, id(lit), None)
-            return
-        if isinstance(node, exp.JSONPath):  # `->'key'`: its keys were literals, now unplaced
+        elif kind == _JSON_PATH:  # `->'key'`: its keys were literals, now unplaced
             self.loose += [atom] * max(1, len(node.expressions) - 1)
-            return
-        if isinstance(node, exp.Var):  # date_trunc('month', ...): the unit was a literal
+        elif kind == _VAR:  # date_trunc('month', ...): the unit was a literal
             self.loose.append(atom)
-            return
-        if isinstance(node, (*_COMPARE, exp.In, exp.Between)):
-            self.compare(node, atom, scope)
-            return
-        for key, child in _children(node):
-            boundary = key == "this" and isinstance(node, exp.If) and _case_has_no_operand(node)
-            if boundary:  # CASE WHEN <condition>: a boolean of its own
-                self.push(child, None, None, scope)
-            else:
-                self.push(child, atom, eq, scope)
+        else:
+            for key, child in _children(node):
+                if key == "this" and kind == _IF and _case_has_no_operand(node):  # type: ignore[arg-type]
+                    self.push(child, None, None, scope)  # CASE WHEN <condition>: a boolean
+                else:
+                    self.push(child, atom, eq, scope)
 
     def value(self, node: exp.Expression, atom: Key, eq: Key | None) -> None:
         key = id(node)
@@ -690,6 +688,34 @@ class _Flow:
                 out.loose.append(r)
         out.loose += [reach(key) for key in self.loose]
         return out
+
+
+# What each node type is to the walk, decided once per type.
+(
+    _NAME, _QUERYLIKE, _STRUCTURAL, _COLUMN, _LITERAL, _PARAMETER, _COMPARISON, _NO_COLUMNS,
+    _JSON_PATH, _VAR, _IF, _SCALAR,
+) = range(12)  # fmt: skip
+_KINDS: dict[type, int] = {}
+
+
+def _kind(node: exp.Expression) -> int:
+    checks: list[tuple[type | tuple[type, ...], int]] = [
+        ((exp.Identifier, exp.Star), _NAME),
+        (_QUERY + _DML, _QUERYLIKE),
+        (_STRUCTURE, _STRUCTURAL),
+        (exp.Column, _COLUMN),
+        (LITERALS, _LITERAL),
+        (exp.Parameter, _PARAMETER),
+        ((*_COMPARE, exp.In, exp.Between), _COMPARISON),
+        ((exp.DataType, exp.SetItem), _NO_COLUMNS),
+        (exp.JSONPath, _JSON_PATH),
+        (exp.Var, _VAR),
+        (exp.If, _IF),
+    ]
+    for types, kind in checks:
+        if isinstance(node, types):
+            return kind
+    return _SCALAR
 
 
 def _in_query(scope: _Scope) -> bool:

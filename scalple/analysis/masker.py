@@ -112,7 +112,8 @@ class Masker:
                 else:
                     new = self.mask_patterns(value)
             if new is not None:
-                edits.append((start, end, self.quote(new)))
+                quoted = "'" + new.replace("'", "''") + "'" if standard else self.quote(new)
+                edits.append((start, end, quoted))
         for start, end in zip(comments[::2], comments[1::2], strict=True):
             new = mask_comment(sql[start:end], lambda v: mask(v, style, key))
             if new is not None:
