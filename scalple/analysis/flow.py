@@ -206,6 +206,7 @@ class _Flow:
         self.loose: list[Key] = []
         self.inserts = {id(node): (table, cols) for node, table, cols in binding.inserts}
         self.lone_table = next(iter(binding.tables)) if len(binding.tables) == 1 else None
+        self.user_functions = names.catalog.user_functions if names.catalog else frozenset()
         self.stack: list[_Item] = []
         self.col_keys: dict[int, Key] = {}
         self.all_keys: set[int] = set()
@@ -311,6 +312,8 @@ class _Flow:
         elif kind == _VAR:  # date_trunc('month', ...): the unit was a literal
             self.loose.append(atom)
         else:
+            if kind == _CALL and node.name.lower() in self.user_functions:
+                self.label(atom, UNSURE)  # its body may put its arguments anywhere
             for key, child in _children(node):
                 if key == "this" and kind == _IF and _case_has_no_operand(node):  # type: ignore[arg-type]
                     self.push(child, None, None, scope)  # CASE WHEN <condition>: a boolean
@@ -693,8 +696,8 @@ class _Flow:
 # What each node type is to the walk, decided once per type.
 (
     _NAME, _QUERYLIKE, _STRUCTURAL, _COLUMN, _LITERAL, _PARAMETER, _COMPARISON, _NO_COLUMNS,
-    _JSON_PATH, _VAR, _IF, _SCALAR,
-) = range(12)  # fmt: skip
+    _JSON_PATH, _VAR, _IF, _CALL, _SCALAR,
+) = range(13)  # fmt: skip
 _KINDS: dict[type, int] = {}
 
 
@@ -711,6 +714,7 @@ def _kind(node: exp.Expression) -> int:
         (exp.JSONPath, _JSON_PATH),
         (exp.Var, _VAR),
         (exp.If, _IF),
+        (exp.Anonymous, _CALL),
     ]
     for types, kind in checks:
         if isinstance(node, types):
