@@ -207,3 +207,13 @@ def test_a_skipped_analysis_is_recorded_sealed_and_verified(tmp_path: Path) -> N
     assert report.intact and report.first_bad is None
     (row,) = read_events(tmp_path / "ledger")
     assert row["analysis"] == "skipped" and row["statement"] == r.statement
+
+
+def test_large_statements_are_not_cached() -> None:
+    """10,000 cached shapes of a 1 MB statement each would be 10 GB: above 64 KB, no caching."""
+    a = analyzer()
+    big = "SELECT name FROM users WHERE id IN (" + ", ".join(map(str, range(40_000))) + ")"
+    first = a.analyze(big)
+    assert a.analyze(big) == first and len(a._shapes) == 0 and len(a._exact) == 0
+    a.analyze("SELECT name FROM users WHERE id = $1", [b"1"])
+    assert len(a._shapes) == 1 and len(a._exact) == 1

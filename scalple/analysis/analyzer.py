@@ -99,8 +99,9 @@ class _Cache(Generic[K, V]):
         return len(self._d)
 
 
-# Statements longer than this are not kept by exact text: the cache would hold their copies.
-_EXACT_MAX = 64 * 1024
+# Statements (and shapes) longer than this are not cached: 10,000 entries of such a size could
+# hold gigabytes, and a statement that large rarely comes back the same.
+_CACHE_MAX = 64 * 1024
 
 
 class Analyzer:
@@ -181,7 +182,8 @@ class Analyzer:
             read if key[0] else standard_text(read), self.policy, self.names, self._verdicts
         )
         fresh = _compile(shape, n_literals)
-        if compiled is None:  # else two texts share a key but not a literal count: keep the first
+        # Two texts may share a key but not a literal count: the first stays.
+        if compiled is None and len(key[1]) <= _CACHE_MAX:
             self._shapes.put(key, fresh, self._current(version))
         return fresh
 
@@ -201,7 +203,7 @@ class Analyzer:
             compiled = self._compiled(sql, (standard, key), len(literals) // 2, version)
             m = self._masker(compiled.shape, standard)
             statement = m.statement(sql, literals, comments, compiled.actions)
-            if (params or not literals) and len(sql) <= _EXACT_MAX:
+            if (params or not literals) and len(sql) <= _CACHE_MAX:
                 self._exact.put(
                     (standard, sql),
                     _Exact(
