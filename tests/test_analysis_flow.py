@@ -6,6 +6,10 @@ from __future__ import annotations
 import pytest
 
 from scalple.analysis import Analyzer, Catalog, Policy, subject_hash
+from scalple.analysis.flow import Flow, Reach
+from scalple.analysis.lexer import scan
+from scalple.analysis.shape import _actions
+from scalple.analysis.verdict import Verdicts
 
 KEY = b"k" * 32
 PHONE = "+44 20 7946 0011"  # no value pattern matches it: only the column rule can mask it
@@ -174,3 +178,18 @@ def test_masked_value_is_quoted_for_the_session_reading() -> None:
 def test_escapes_the_analyzer_does_not_decode_are_masked(literal: str) -> None:
     r = analyzer().analyze(f"SELECT {literal} AS note", standard_strings=False)
     assert "corp" not in r.statement
+
+
+def test_a_literal_the_walk_does_not_reach_is_masked_not_guessed() -> None:
+    """A literal the tree has but the walk never visited is masked, even when values that
+    lost their position (an interval's) could otherwise lend it their verdict."""
+    sql = "SELECT id FROM orders WHERE note = 'gift' AND total > interval '7 days'"
+    read = scan(sql)
+    gift = read.literals[0].start
+    kept = Reach(("public.orders.note",), ())
+    flows = [Flow(loose=[kept, kept], unvisited=[gift])]
+    actions, _ = _actions(read, flows, Verdicts(Policy.build(), None))
+    assert actions[0] is not None and actions[0].mask  # 'gift': in the tree, not walked
+    assert actions[1] is None  # '7 days': lost its position; every such value is kept
+    r = analyzer().analyze("SELECT id FROM orders TABLESAMPLE SYSTEM (10) WHERE note = 'gift'")
+    assert "SYSTEM (10)" in r.statement and "'gift'" in r.statement  # the walk reaches both

@@ -62,6 +62,7 @@ class Flow:
     literals: list[tuple[int, int, Reach]] = field(default_factory=list)  # (start, end, reach)
     params: list[tuple[int, Reach]] = field(default_factory=list)  # ($n, reach), per occurrence
     loose: list[Reach] = field(default_factory=list)  # values sqlglot kept no position for
+    unvisited: list[int] = field(default_factory=list)  # starts of literals the walk missed
 
 
 class _Sets:
@@ -160,9 +161,12 @@ class _Facts:
         self.cols: dict[int, int] = {}
         self.col: dict[int, exp.Column] = {}
         self.query: set[int] = set()
+        self.literals: list[exp.Expression] = []  # every literal with a position
         nodes = list(tree.walk(bfs=False))
         for node in reversed(nodes):  # children before parents
             key = id(node)
+            if isinstance(node, LITERALS) and "start" in node.meta:
+                self.literals.append(node)
             if isinstance(node, exp.Column):
                 self.cols[key] = self.cols.get(key, 0) + 1
                 self.col[key] = node
@@ -546,6 +550,9 @@ class _Flow:
                 scope.sources[key] = _Source(None, cte.this, listed or self.cte_names(cte))
             else:
                 scope.sources[key] = _Source(self.names.table(node), None, None)
+            for arg, child in _children(node):  # TABLESAMPLE's arguments and the like
+                if arg not in ("this", "db", "catalog", "alias"):
+                    self.push(child, None, None, scope)
             return
         target = _unwrap(node.this) if isinstance(node, exp.Table | exp.Lateral) else node
         if not isinstance(target, exp.Expression):
@@ -690,6 +697,8 @@ class _Flow:
             else:
                 out.loose.append(r)
         out.loose += [reach(key) for key in self.loose]
+        seen = {key for _, key in self.values}
+        out.unvisited = [n.meta["start"] for n in self.facts.literals if id(n) not in seen]
         return out
 
 

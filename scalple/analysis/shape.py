@@ -122,11 +122,13 @@ def _actions(
         for number, reach in f.params:
             params[number - 1] = merge(params.get(number - 1), verdicts.action(reach))
         loose += [verdicts.action(r) for r in f.loose]
+    missed = {i for f in flows for start in f.unvisited if (i := starts.get(start)) is not None}
     unplaced = [i for i in range(n) if not placed[i]]
     if unplaced:
         fallback = merge_all(loose) if len(unplaced) <= len(loose) else UNSURE_ACTION
-        for i in unplaced:
-            actions[i] = Action(fallback.column, fallback.mask, None) if fallback else None
+        for i in unplaced:  # a literal in a part of the tree the walk does not follow: unsure
+            action = UNSURE_ACTION if i in missed else fallback
+            actions[i] = Action(action.column, action.mask, None) if action else None
     return tuple(actions), params
 
 
