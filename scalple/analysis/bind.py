@@ -8,6 +8,7 @@ could belong to several tables is listed under each of them (over-reporting, nev
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -270,21 +271,28 @@ class _Owners:
     of `a = 1 OR a = 2 OR ...`.)"""
 
     def __init__(self, tree: exp.Expression) -> None:
-        self._of: dict[int, object] = {id(tree): None}
-        self._clause: dict[int, object] = {id(tree): None}
+        self._of: dict[int, object] = {}
+        self._clause: dict[int, object] = {}
         self._columns: dict[int, list[exp.Column]] = {}
-        for node in tree.walk(bfs=True):
+        owners = _QUERY + _DML + (exp.Merge,)
+        queue: deque[tuple[exp.Expression, object, object]] = deque([(tree, None, None)])
+        while queue:  # breadth first: each query's columns come in the order they are written
+            node, owner, clause = queue.popleft()
             key = id(node)
-            owns = isinstance(node, _QUERY + _DML + (exp.Merge,)) and not isinstance(
-                node.parent, exp.When
-            )
-            mine = node if owns else self._of.get(key)
-            clause = node if isinstance(node, _CLAUSES) else self._clause.get(key)
-            for child in node.iter_expressions():
-                self._of[id(child)] = mine
-                self._clause[id(child)] = clause
+            self._of[key] = owner
+            self._clause[key] = clause
             if isinstance(node, exp.Column):
-                self._columns.setdefault(id(self._of.get(key)), []).append(node)
+                self._columns.setdefault(id(owner), []).append(node)
+                continue  # its identifiers own nothing
+            if isinstance(node, owners) and not isinstance(node.parent, exp.When):
+                owner = node
+            if isinstance(node, _CLAUSES):
+                clause = node
+            for value in node.args.values():
+                if isinstance(value, exp.Expression):
+                    queue.append((value, owner, clause))
+                elif isinstance(value, list):
+                    queue += ((v, owner, clause) for v in value if isinstance(v, exp.Expression))
 
     def __call__(self, node: exp.Expression) -> object:
         return self._of.get(id(node))
