@@ -239,7 +239,7 @@ class Analyzer:
             key, literals, comments = split(sql, standard)
             shape = unparsed(key, analysis)
             m = self._masker(shape, standard)
-            statement = m.statement(sql, literals, comments, (MASK_ALL,) * (len(literals) // 2))
+            statement = m.redacted(sql, literals, comments)
             return _result(shape, statement, self._params(m, params, formats), m)
         except Exception:  # not even the lexer: nothing of the text can be kept
             shape = Shape("", "MISC", "", mask_all=True, analysis=analysis)
