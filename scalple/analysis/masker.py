@@ -116,20 +116,9 @@ class Masker:
             if new is not None:
                 quoted = "'" + new.replace("'", "''") + "'" if standard else self.quote(new)
                 edits.append((start, end, quoted))
-        for start, end in zip(comments[::2], comments[1::2], strict=True):
-            new = mask_comment(sql[start:end], lambda v: mask(v, style, key))
-            if new is not None:
-                edits.append((start, end, new))
-        if not edits:
-            return sql
-        if comments:
-            edits.sort()
-        out: list[str] = []
-        pos = 0
-        for start, end, text in edits:
-            out += (sql[pos:start], text)
-            pos = end
-        return "".join(out) + sql[pos:]
+        if not comments:
+            return _apply(sql, edits) if edits else sql
+        return _apply(sql, heapq.merge(edits, self.comments(sql, comments)))
 
     def redacted(self, sql: str, literals: list[int], comments: list[int]) -> str:
         """`sql` with every literal replaced by '***' and its comments masked: the least work
@@ -140,23 +129,18 @@ class Masker:
         self.masked += ["literal → ***"] * shown
         self.more_masked += n - shown
         redact = "'***'"
+        edits = ((s, e, redact) for s, e in zip(literals[::2], literals[1::2], strict=True))
+        return _apply(sql, heapq.merge(edits, self.comments(sql, comments)))
+
+    def comments(self, sql: str, comments: list[int]) -> list[tuple[int, int, str]]:
+        """Edits that mask the comments at these (flat) offsets."""
         style, key = self.policy.mask_style, self.key
-        edits: Iterable[tuple[int, int, str]] = (
-            (s, e, redact) for s, e in zip(literals[::2], literals[1::2], strict=True)
-        )
-        if comments:
-            notes = []
-            for start, end in zip(comments[::2], comments[1::2], strict=True):
-                new = mask_comment(sql[start:end], lambda v: mask(v, style, key))
-                if new is not None:
-                    notes.append((start, end, new))
-            edits = heapq.merge(edits, notes)
-        out: list[str] = []
-        pos = 0
-        for start, end, text in edits:
-            out += (sql[pos:start], text)
-            pos = end
-        return "".join(out) + sql[pos:]
+        out = []
+        for start, end in zip(comments[::2], comments[1::2], strict=True):
+            new = mask_comment(sql[start:end], lambda v: mask(v, style, key))
+            if new is not None:
+                out.append((start, end, new))
+        return out
 
     def _escaped(self, raw: str) -> Action | None:
         """UNSURE for a literal whose value the server decodes from escapes we do not."""
@@ -179,6 +163,16 @@ class Masker:
         text = _param_text(raw, fmt)
         new = self.mask_value(text, action)
         return text if new is None else new
+
+
+def _apply(sql: str, edits: Iterable[tuple[int, int, str]]) -> str:
+    """`sql` with each (start, end) span, in order, replaced by its text."""
+    out: list[str] = []
+    pos = 0
+    for start, end, text in edits:
+        out += (sql[pos:start], text)
+        pos = end
+    return "".join(out) + sql[pos:]
 
 
 def _param_text(raw: bytes, fmt: int) -> str:
