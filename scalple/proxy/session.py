@@ -980,7 +980,7 @@ class Session:
                 return replacement
             run = head.run
             if run is not None:
-                run.fail(_status_for(sqlstate), sqlstate, message)
+                run.fail(_status_for(sqlstate), sqlstate, message, fields.get("R"))
                 step.records.append(self.records.outcome(run))
                 head.index += 1
                 for rest in head.runs[head.index :]:
@@ -1001,7 +1001,7 @@ class Session:
                 if run.suspended and not first:
                     continue
                 if first:
-                    run.fail(_status_for(sqlstate), sqlstate, message)
+                    run.fail(_status_for(sqlstate), sqlstate, message, fields.get("R"))
                     step.records.append(self.records.outcome(run))
                     first = False
                 else:
