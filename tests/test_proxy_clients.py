@@ -231,8 +231,8 @@ def test_clients_in_other_encodings_are_read_in_theirs(
     proxy: ProxyProc, encoding: str, text: str
 ) -> None:
     with psycopg.connect(proxy.dsn(), autocommit=True, client_encoding=encoding) as conn:
-        assert conn.execute(f"SELECT '{text}' AS t -- {encoding}").fetchone() == (text,)
+        assert conn.execute(f"SELECT '{text}' AS t /*{encoding}=''*/").fetchone() == (text,)
         with pytest.raises(psycopg.errors.UndefinedTable, match="é_missing"):
             conn.execute("SELECT * FROM é_missing")
-    (row,) = [r for r in proxy.statements() if f"-- {encoding}" in (r["statement"] or "")]
+    (row,) = [r for r in proxy.statements() if f"{encoding}=''" in (r["statement"] or "")]
     assert text in row["statement"]  # stored as text, whatever the client's encoding
