@@ -56,6 +56,8 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     status: Status = "pending"
     sqlstate: str | None = None
     error: str | None = None
+    # ok: analysed; failed: would not parse; skipped: not parsed (too big or past the time
+    # budget). Both of the latter record every literal, parameter and comment masked.
     analysis: Literal["ok", "failed", "skipped"] | None = None
     detail: str | None = None
     prev_hash: str = ""

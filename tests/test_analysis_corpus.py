@@ -2,9 +2,11 @@
 
 Each tests/corpus/*.sql file holds blocks separated by blank lines: `-- key: value` header lines,
 then the statement. Keys: `class` (pgAudit class, then the command tag), `tables`, `columns`
-(space-separated; `public.` may be left out, and `table.*` means every catalog column of it), and
-optionally `known_gap` (why the analyzer falls short: the entry is an expected failure).
-Tables and columns are compared as sets: their order carries no meaning.
+(space-separated; `public.` may be left out, and `table.*` means every catalog column of it),
+optionally `masked` (the literals, as written, that must be masked under MASKING's policy;
+every other literal of the entry must be kept) and `known_gap` (why the analyzer falls short:
+the entry is an expected failure). Tables and columns are compared as sets: their order
+carries no meaning.
 """
 
 from __future__ import annotations
@@ -16,13 +18,22 @@ from pathlib import Path
 import pytest
 
 from scalple.analysis import Analyzer, Catalog, Policy
+from scalple.analysis.lexer import split
 
 CORPUS = Path(__file__).parent / "corpus"
 SCHEMA = json.loads((CORPUS / "schema.json").read_text())
-ANALYZER = Analyzer(
-    Policy.build(), b"k" * 32, Catalog.from_tables(SCHEMA["tables"], SCHEMA["views"])
+CATALOG = Catalog.from_tables(SCHEMA["tables"], SCHEMA["views"])
+ANALYZER = Analyzer(Policy.build(), b"k" * 32, CATALOG)
+MASKING = Analyzer(
+    Policy.build(
+        ["users.email", "users.phone", "users.data", "accounts.iban"],
+        {"users.id": "customer"},
+        mask_subject_ids=False,
+    ),
+    b"k" * 32,
+    CATALOG,
 )
-KEYS = {"class", "tables", "columns", "known_gap"}
+KEYS = {"class", "tables", "columns", "masked", "known_gap"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,7 @@ class Entry:
     tag: str
     tables: frozenset[str]
     columns: frozenset[str]
+    masked: tuple[str, ...] | None
     known_gap: str | None
 
 
@@ -64,8 +76,14 @@ def _entry(where: str, block: str) -> Entry:
         tag,
         frozenset(_qualified(t, 2) for t in head.get("tables", "").split()),
         _columns(head.get("columns", "").split()),
+        _literals(head["masked"]) if "masked" in head else None,
         head.get("known_gap"),
     )
+
+
+def _literals(sql: str) -> tuple[str, ...]:
+    _, offsets, _ = split(sql)
+    return tuple(sql[s:e] for s, e in zip(offsets[::2], offsets[1::2], strict=True))
 
 
 def _load() -> list[Entry]:
@@ -103,3 +121,13 @@ def test_corpus(e: Entry) -> None:
     assert r.analysis == "ok"
     got = (r.audit_class, r.command_tag_guess, set(r.tables), set(r.columns))
     assert got == (e.audit_class, e.tag, set(e.tables), set(e.columns))
+
+
+@pytest.mark.parametrize("e", [_param(e) for e in ENTRIES if e.masked is not None])
+def test_corpus_masking(e: Entry) -> None:
+    """Exactly the listed literals are masked: the rest were proven to meet no PII column."""
+    r = MASKING.analyze(e.sql)
+    before, after = _literals(e.sql), _literals(r.statement)
+    assert len(before) == len(after), r.statement
+    masked = sorted(b for b, a in zip(before, after, strict=True) if a != b)
+    assert masked == sorted(e.masked or ()), r.statement

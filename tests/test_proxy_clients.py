@@ -143,11 +143,11 @@ def test_cancel_request_reaches_the_right_backend(proxy: ProxyProc) -> None:
         timer.start()
         started = time.monotonic()
         with pytest.raises(psycopg.errors.QueryCanceled):
-            conn.execute("SELECT pg_sleep(20) -- to-cancel")
+            conn.execute("SELECT pg_sleep(20) /*to_cancel=''*/")
         assert time.monotonic() - started < 15
         assert conn.execute("SELECT 1").fetchone() == (1,)
     rows = proxy.statements()
-    cancelled = [r for r in rows if "to-cancel" in r["statement"]]
+    cancelled = [r for r in rows if "to_cancel" in r["statement"]]
     assert cancelled[0]["status"] == "cancelled" and cancelled[0]["sqlstate"] == "57014"
 
 
@@ -217,7 +217,7 @@ def test_pgbench_statements_are_all_recorded(
 def test_error_in_the_middle_of_a_result(proxy: ProxyProc) -> None:
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.DivisionByZero):
-            conn.execute("SELECT 10 / (5 - g) FROM generate_series(1, 10) g -- midway")
+            conn.execute("SELECT 10 / (5 - g) FROM generate_series(1, 10) g /*midway=''*/")
         assert conn.execute("SELECT 1").fetchone() == (1,)
     (midway,) = [r for r in proxy.statements() if "midway" in r["statement"]]
     assert midway["status"] == "error" and midway["sqlstate"] == "22012"
@@ -231,8 +231,8 @@ def test_clients_in_other_encodings_are_read_in_theirs(
     proxy: ProxyProc, encoding: str, text: str
 ) -> None:
     with psycopg.connect(proxy.dsn(), autocommit=True, client_encoding=encoding) as conn:
-        assert conn.execute(f"SELECT '{text}' AS t -- {encoding}").fetchone() == (text,)
+        assert conn.execute(f"SELECT '{text}' AS t /*{encoding}=''*/").fetchone() == (text,)
         with pytest.raises(psycopg.errors.UndefinedTable, match="é_missing"):
             conn.execute("SELECT * FROM é_missing")
-    (row,) = [r for r in proxy.statements() if f"-- {encoding}" in (r["statement"] or "")]
+    (row,) = [r for r in proxy.statements() if f"{encoding}=''" in (r["statement"] or "")]
     assert text in row["statement"]  # stored as text, whatever the client's encoding

@@ -122,16 +122,16 @@ def test_upstream_dying_mid_statement(direct: ProxyProc, sandbox: Sandbox) -> No
             0.7,
             lambda: sandbox.psql(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE query LIKE '%victim-sleep%' AND pid <> pg_backend_pid()"
+                "WHERE query LIKE '%victim_sleep%' AND pid <> pg_backend_pid()"
             ),
         )
         killer.start()
         with pytest.raises(psycopg.OperationalError):
-            victim.execute("SELECT pg_sleep(20) -- victim-sleep")
+            victim.execute("SELECT pg_sleep(20) /*victim_sleep=''*/")
         killer.join()
     _still_serves(direct)
     rows = direct.statements()
-    (slept,) = [r for r in rows if "victim-sleep" in r["statement"]]
+    (slept,) = [r for r in rows if "victim_sleep" in r["statement"]]
     assert slept["status"] == "error" and slept["sqlstate"] == "57P01"
 
 

@@ -38,22 +38,22 @@ def test_each_channel_attributes_interleaved_statements(
     ):
         c.execute(f"SET scalple.user = '{BOB}'")
         for i in range(1, 6):
-            a.execute(f"SELECT name FROM customers WHERE id = {i} /* m-startup */")
+            a.execute(f"SELECT name FROM customers WHERE id = {i} /*m_startup=''*/")
             b.execute(f"SELECT name FROM customers WHERE id = {i} /*user='bob%40corp.example'*/")
-            c.execute(f"SELECT name FROM customers WHERE id = {i} -- m-set")
+            c.execute(f"SELECT name FROM customers WHERE id = {i} /*m_set=''*/")
         with c.transaction():
             c.execute(f"SET LOCAL scalple.user = '{ALICE}'")
-            c.execute("SELECT count(*) FROM customers -- m-local")
-        c.execute("SELECT 1 -- m-after-local")
+            c.execute("SELECT count(*) FROM customers /*m_local=''*/")
+        c.execute("SELECT 1 /*m_after_local=''*/")
         # The identity never reached the pooled server connection.
         assert c.execute("SELECT current_setting('scalple.user', true)").fetchone() in (
             (None,),
             ("",),
         )
     rows = proxy.statements()
-    startup = _by_marker(rows, "m-startup")
+    startup = _by_marker(rows, "m_startup")
     comment = [r for r in rows if "user='bob" in str(r["statement"])]
-    via_set = _by_marker(rows, "m-set")
+    via_set = _by_marker(rows, "m_set")
     assert len(startup) == len(comment) == len(via_set) == 5
     assert {(r["actor"], r["identity_source"]) for r in startup} == {(ALICE, "startup")}
     assert {(r["actor"], r["identity_source"]) for r in comment} == {(BOB, "comment")}
@@ -62,9 +62,9 @@ def test_each_channel_attributes_interleaved_statements(
         r["status"] == "ok" and r["rows"] == 1 and r["db_role"] == "app_user"
         for r in startup + comment + via_set
     )
-    (local,) = _by_marker(rows, "m-local")
+    (local,) = _by_marker(rows, "m_local")
     assert (local["actor"], local["identity_source"]) == (ALICE, "set")
-    (after,) = _by_marker(rows, "m-after-local")
+    (after,) = _by_marker(rows, "m_after_local")
     assert after["actor"] == BOB, "SET LOCAL must end with its transaction"
     assert len({r["session_id"] for r in startup + comment + via_set}) == 3
 
@@ -108,19 +108,19 @@ def test_scalple_keeps_identities_apart_through_the_same_pool(
 ) -> None:
     with psycopg.connect(proxy.dsn(), autocommit=True) as alice:
         alice.execute(f"SET scalple.user = '{ALICE}'")
-        alice.execute("SELECT name FROM customers WHERE id = 1 -- alice-read")
+        alice.execute("SELECT name FROM customers WHERE id = 1 /*alice_read=''*/")
     with psycopg.connect(proxy.dsn(), autocommit=True) as bob:
-        bob.execute("SELECT name FROM customers WHERE id = 7 -- anon-read")
+        bob.execute("SELECT name FROM customers WHERE id = 7 /*anon_read=''*/")
         bob.execute(f"SET scalple.user = '{BOB}'")
-        bob.execute("SELECT name FROM customers WHERE id = 7 -- bob-read")
+        bob.execute("SELECT name FROM customers WHERE id = 7 /*bob_read=''*/")
         bob.execute("RESET scalple.user")
-        bob.execute("SELECT 1 -- after-reset")
+        bob.execute("SELECT 1 /*after_reset=''*/")
     rows = proxy.statements()
-    assert _by_marker(rows, "alice-read")[0]["actor"] == ALICE
-    anon = _by_marker(rows, "anon-read")[0]
+    assert _by_marker(rows, "alice_read")[0]["actor"] == ALICE
+    anon = _by_marker(rows, "anon_read")[0]
     assert (anon["actor"], anon["identity_source"]) == (None, "none")
-    assert _by_marker(rows, "bob-read")[0]["actor"] == BOB
-    assert _by_marker(rows, "after-reset")[0]["actor"] is None
+    assert _by_marker(rows, "bob_read")[0]["actor"] == BOB
+    assert _by_marker(rows, "after_reset")[0]["actor"] is None
 
 
 def test_require_identity_refuses_unattributed_statements(
@@ -129,7 +129,7 @@ def test_require_identity_refuses_unattributed_statements(
     proxy: ProxyProc = make_proxy("--require-identity")  # type: ignore[operator]
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification) as err:
-            conn.execute("SELECT name FROM customers WHERE id = 3 -- refused-read")
+            conn.execute("SELECT name FROM customers WHERE id = 3 /*refused_read=''*/")
         assert "scalple.user" in (err.value.diag.message_hint or "")
         conn.execute("BEGIN")  # transaction control needs no identity
         conn.execute("ROLLBACK")
@@ -140,7 +140,7 @@ def test_require_identity_refuses_unattributed_statements(
             conn.execute("SELECT name FROM customers WHERE id = %s", (4,))
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
     rows = proxy.statements()
-    refused = _by_marker(rows, "refused-read")
+    refused = _by_marker(rows, "refused_read")
     assert refused and refused[0]["status"] == "refused" and refused[0]["sqlstate"] == "28000"
 
 

@@ -88,7 +88,7 @@ def test_sigterm_lets_inflight_statements_finish_then_seals(
 
     def slow() -> None:
         with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
-            results.append(conn.execute("SELECT 7 FROM pg_sleep(1.5) -- in flight").fetchone())
+            results.append(conn.execute("SELECT 7 FROM pg_sleep(1.5) /*in_flight=''*/").fetchone())
             try:
                 conn.execute("SELECT 8")
             except psycopg.OperationalError as exc:
@@ -121,5 +121,5 @@ def test_sigterm_lets_inflight_statements_finish_then_seals(
         timeout=60,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    (inflight,) = [r for r in proxy.statements() if "in flight" in str(r["statement"])]
+    (inflight,) = [r for r in proxy.statements() if "in_flight" in str(r["statement"])]
     assert inflight["status"] == "ok" and inflight["rows"] == 1

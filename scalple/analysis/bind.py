@@ -8,7 +8,8 @@ could belong to several tables is listed under each of them (over-reporting, nev
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlglot import exp
@@ -17,6 +18,34 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from scalple.analysis.catalog import Catalog
 
 Sources = dict[str, str | None]  # alias -> "schema.table", or None for a CTE / derived table
+# Without a catalog, an unqualified column of a statement over more tables than this is not
+# listed under each of them (that would grow with tables x columns); its values stay masked.
+_MAX_GUESSES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """A scope's sources, then the enclosing scopes' (shared, so building them is linear)."""
+
+    sources: Sources
+    next: _Link | None
+
+
+def _chain(link: _Link | None) -> Iterator[Sources]:
+    while link is not None:
+        yield link.sources
+        link = link.next
+
+
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """One scope's tables, worked out once for all its columns."""
+
+    tables: tuple[str, ...]
+    all_listed: bool  # the catalog lists every one of them
+    having: dict[str, list[str]]  # column name -> the listed tables that have it
+
+
 _DML = (exp.Insert, exp.Update, exp.Delete)
 _QUERY = (exp.Select, exp.SetOperation)
 
@@ -77,6 +106,10 @@ class _Binder:
         self.ctes: dict[str, exp.CTE] = {}
         # id(sources) -> output names of its CTEs and derived tables; None: not known (a star)
         self.derived: dict[int, frozenset[str] | None] = {}
+        self.owner = _Owners(exp.Select())
+        self.ups: dict[int, _Link | None] = {}  # id(Scope) -> the chain a child scope sees above
+        self.tables_of: dict[int, _Tables] = {}  # id(Sources) -> its tables
+        self.alive: list[Sources] = []  # every Sources keyed by id() above, kept so ids stay
 
     def add_table(self, qualified: str) -> None:
         self.out.tables[qualified] = None
@@ -112,7 +145,7 @@ class _Binder:
     def resolve(
         self,
         col: exp.Column,
-        scopes: list[Sources],
+        scopes: _Link | None,
         aliases: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         if isinstance(col.this, exp.Star):
@@ -123,12 +156,12 @@ class _Binder:
             self.out.columns[q] = None
 
     def _candidates(
-        self, col: exp.Column, scopes: list[Sources], aliases: frozenset[str] | set[str]
+        self, col: exp.Column, scopes: _Link | None, aliases: frozenset[str] | set[str]
     ) -> tuple[str, ...]:
         name = ident(col.this)
         qualifier = ident(col.args.get("table")) if col.args.get("table") else ""
         fallback: tuple[str, ...] = ()
-        for sources in scopes:
+        for sources in _chain(scopes):
             if qualifier:
                 if qualifier in sources:
                     table = sources[qualifier]
@@ -138,6 +171,10 @@ class _Binder:
             found = self._unqualified(name, sources)
             if found:
                 return found
+            whole = sources.get(name)
+            if whole is not None and found is None:  # `to_jsonb(u)`: the row, every column
+                cols = self.names.columns(whole)
+                return tuple(f"{whole}.{c}" for c in cols) if cols else (f"{whole}.*",)
             if derived is None or name in derived or name in aliases:
                 return ()  # a CTE's or derived table's column, or an output alias
             fallback = fallback or self._guess(name, sources)
@@ -146,21 +183,57 @@ class _Binder:
 
     def _guess(self, name: str, sources: Sources) -> tuple[str, ...]:
         """When the catalog knows no such column anywhere: its only table, rather than hide it."""
-        tables = list(dict.fromkeys(t for t in sources.values() if t is not None))
+        tables = self._tables(sources).tables
         return (f"{tables[0]}.{name}",) if len(tables) == 1 else ()
 
+    def _tables(self, sources: Sources) -> _Tables:
+        found = self.tables_of.get(id(sources))
+        if found is None:
+            tables = tuple(dict.fromkeys(t for t in sources.values() if t is not None))
+            having: dict[str, list[str]] = {}
+            listed = 0
+            for t in tables:
+                cols = self.names.columns(t)
+                if cols is not None:
+                    listed += 1
+                    for c in dict.fromkeys(cols):
+                        having.setdefault(c, []).append(t)
+            found = _Tables(tables, listed == len(tables), having)
+            self.tables_of[id(sources)] = found
+            self.alive.append(sources)
+        return found
+
     def _unqualified(self, name: str, sources: Sources) -> tuple[str, ...] | None:
-        tables = list(dict.fromkeys(t for t in sources.values() if t is not None))
-        if not tables:
+        info = self._tables(sources)
+        if not info.tables:
             return None
-        listed = [t for t in tables if self.names.columns(t) is not None]
-        have = [t for t in listed if name in (self.names.columns(t) or ())]
-        if have or len(listed) == len(tables):
+        have = info.having.get(name, ())
+        if have or info.all_listed:
             return tuple(f"{t}.{name}" for t in have) or None
-        if len(tables) == 1:
-            return (f"{tables[0]}.{name}",)
-        policy = [t for t in tables if self.known(f"{t}.{name}")]
-        return tuple(f"{t}.{name}" for t in (policy or tables))
+        if len(info.tables) == 1:
+            return (f"{info.tables[0]}.{name}",)
+        if len(info.tables) > _MAX_GUESSES:
+            return ()
+        policy = [t for t in info.tables if self.known(f"{t}.{name}")]
+        return tuple(f"{t}.{name}" for t in (policy or info.tables))
+
+    def up(self, scope: Scope | None, outer: _Link | None) -> _Link | None:
+        """The chain of sources a scope inside `scope` sees above itself; each scope's link is
+        made once and shared by everything nested in it."""
+        pending: list[Scope] = []
+        while scope is not None and id(scope) not in self.ups:
+            pending.append(scope)
+            scope = scope.parent
+        link = outer if scope is None else self.ups[id(scope)]
+        for s in reversed(pending):
+            up: Sources = {
+                _key(a, src): (self.names.table(src) if _is_source(self, src) else None)
+                for a, (_, src) in s.selected_sources.items()
+                if isinstance(src, exp.Table)
+            }
+            link = _Link(up, link)
+            self.ups[id(s)] = link
+        return link
 
     def output_names(self, src: Scope | exp.Expression) -> frozenset[str] | None:
         """The column names a CTE, derived table or table function yields; None if unknown."""
@@ -186,14 +259,58 @@ class _Binder:
         return None
 
 
-def _owner(node: exp.Expression) -> exp.Expression | None:
-    """The query or statement a node belongs to (MERGE's WHEN actions belong to the MERGE)."""
-    parent = node.parent
-    while parent is not None and (
-        not isinstance(parent, _QUERY + _DML + (exp.Merge,)) or isinstance(parent.parent, exp.When)
-    ):
-        parent = parent.parent
-    return parent
+# Where a column sits, as far as telling an output alias from a column goes.
+_CLAUSES = (exp.Select, exp.Order, exp.Distinct, exp.Qualify, exp.Having, exp.Window)
+_ALIAS_CLAUSES = (exp.Order, exp.Distinct, exp.Qualify)
+
+
+class _Owners:
+    """The query or statement each node belongs to (MERGE's WHEN actions belong to the MERGE),
+    and each query's own columns, for the whole tree in one top-down pass. (Asking a deep
+    node's parents one by one, as sqlglot's `Scope.columns` does, is quadratic in the depth
+    of `a = 1 OR a = 2 OR ...`.)"""
+
+    def __init__(self, tree: exp.Expression) -> None:
+        self._of: dict[int, object] = {}
+        self._clause: dict[int, object] = {}
+        self._columns: dict[int, list[exp.Column]] = {}
+        owners = _QUERY + _DML + (exp.Merge,)
+        queue: deque[tuple[exp.Expression, object, object]] = deque([(tree, None, None)])
+        while queue:  # breadth first: each query's columns come in the order they are written
+            node, owner, clause = queue.popleft()
+            key = id(node)
+            self._of[key] = owner
+            self._clause[key] = clause
+            if isinstance(node, exp.Column):
+                self._columns.setdefault(id(owner), []).append(node)
+                continue  # its identifiers own nothing
+            if isinstance(node, owners) and not isinstance(node.parent, exp.When):
+                owner = node
+            if isinstance(node, _CLAUSES):
+                clause = node
+            for value in node.args.values():
+                if isinstance(value, exp.Expression):
+                    queue.append((value, owner, clause))
+                elif isinstance(value, list):
+                    queue += ((v, owner, clause) for v in value if isinstance(v, exp.Expression))
+
+    def __call__(self, node: exp.Expression) -> object:
+        return self._of.get(id(node))
+
+    def columns(self, query: object) -> list[exp.Column]:
+        """`query`'s own columns, less the output aliases named in ORDER BY / DISTINCT ON."""
+        names = set(query.named_selects) if isinstance(query, exp.Select) else set()
+        return [
+            c
+            for c in self._columns.get(id(query), ())
+            if c.table or c.name not in names or not self._alias_clause(c)
+        ]
+
+    def _alias_clause(self, col: exp.Column) -> bool:
+        clause = self._clause.get(id(col))
+        return isinstance(clause, _ALIAS_CLAUSES) and not isinstance(
+            clause.parent, exp.Window | exp.WithinGroup
+        )
 
 
 def _key(alias: str, src: object) -> str:
@@ -208,29 +325,24 @@ def _is_source(b: _Binder, src: object) -> bool:
     return isinstance(src, exp.Table) and bool(src.name) and ident(src.this) not in b.ctes
 
 
-def _bind_scope(b: _Binder, scope: Scope, outer: list[Sources]) -> Sources:
+def _bind_scope(b: _Binder, scope: Scope, outer: _Link | None) -> Sources:
     sources: Sources = {}
     derived: set[str] | None = set()
-    for alias, src in scope.sources.items():
+    # The sources its FROM names (`scope.sources` also holds every CTE defined before it).
+    for alias, (_, src) in scope.selected_sources.items():
         key = _key(alias, src)
         sources[key] = b.source(src) if isinstance(src, exp.Table) else None
         if sources[key] is None:
             names = b.output_names(src)
-            derived = None if names is None or derived is None else derived | names
+            if names is None or derived is None:
+                derived = None
+            else:
+                derived |= names
     b.derived[id(sources)] = frozenset(derived) if derived is not None else None
-    chain = [sources]
-    parent = scope.parent
-    while parent is not None and not scope.is_cte:
-        up: Sources = {
-            _key(a, s): (b.names.table(s) if _is_source(b, s) else None)
-            for a, s in parent.sources.items()
-            if isinstance(s, exp.Table)
-        }
-        chain.append(up)
-        parent = parent.parent
+    b.alive.append(sources)
+    chain = _Link(sources, outer if scope.is_cte else b.up(scope.parent, outer))
     select = scope.expression
     aliases: set[str] = set()
-    columns = list(scope.columns)
     if isinstance(select, exp.Select):
         aliases = {p.alias.lower() for p in select.expressions if isinstance(p, exp.Alias)}
         for proj in select.expressions:
@@ -238,17 +350,13 @@ def _bind_scope(b: _Binder, scope: Scope, outer: list[Sources]) -> Sources:
                 b.star(sources)
             elif isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star):
                 b.star(sources, ident(proj.args.get("table")))
-        having = select.args.get("having")
-        seen = {id(c) for c in columns}
-        columns += [c for c in having.find_all(exp.Column) if id(c) not in seen] if having else []
         for join in select.args.get("joins") or ():
             for name in join.args.get("using") or ():
                 b.using(ident(name), sources)
-    for col in columns:
-        # sqlglot also lists a subquery's unqualified columns in the enclosing scope, in case
-        # they are correlated; each column is bound once, by the scope that owns it.
-        if _owner(col) is select:
-            b.resolve(col, chain + outer, aliases)
+    # Each column is bound once, by the scope that owns it (sqlglot also lists a subquery's
+    # unqualified columns in the enclosing scope, in case they are correlated).
+    for col in b.owner.columns(select):
+        b.resolve(col, chain, aliases)
     return sources
 
 
@@ -263,7 +371,7 @@ def _dml_sources(b: _Binder, node: exp.Expression) -> tuple[Sources, str]:
     extra = [node.args.get("from_"), *(node.args.get("using") or [])]
     for part in extra:
         for table in part.find_all(exp.Table) if part is not None else ():
-            if _owner(table) is node:
+            if b.owner(table) is node:
                 sources[table.alias_or_name.lower()] = b.source(table)
     return sources, qualified or ""
 
@@ -280,8 +388,8 @@ def _bind_dml(b: _Binder, node: exp.Expression) -> Sources:
     if returning is not None and any(isinstance(e, exp.Star) for e in returning.expressions):
         b.star({k: v for k, v in sources.items() if k != "excluded"}, None)
     for col in node.find_all(exp.Column):
-        if _owner(col) is node:
-            b.resolve(col, [sources])
+        if b.owner(col) is node:
+            b.resolve(col, _Link(sources, None))
     return sources
 
 
@@ -308,8 +416,8 @@ def _bind_merge(b: _Binder, node: exp.Merge) -> None:
         elif isinstance(then, exp.Update):
             assigned |= {id(e.this) for e in then.expressions if isinstance(e, exp.EQ)}
     for col in node.find_all(exp.Column):
-        if _owner(col) is node:
-            b.resolve(col, [own] if id(col) in assigned else [sources])
+        if b.owner(col) is node:
+            b.resolve(col, _Link(own if id(col) in assigned else sources, None))
 
 
 def _bind_copy(b: _Binder, node: exp.Copy) -> None:
@@ -323,9 +431,9 @@ def _bind_copy(b: _Binder, node: exp.Copy) -> None:
         b.out.columns[f"{table}.{name}"] = None
 
 
-def _query_roots(tree: exp.Expression) -> list[exp.Expression]:
+def _query_roots(b: _Binder, tree: exp.Expression) -> list[exp.Expression]:
     found: list[exp.Expression] = list(tree.find_all(*_QUERY))
-    return [n for n in found if not isinstance(_owner(n), _QUERY)]
+    return [n for n in found if not isinstance(b.owner(n), _QUERY)]
 
 
 def bind(
@@ -334,20 +442,25 @@ def bind(
     """Tables and columns `tree` reads or writes. `known(col)` says the policy names a column,
     which picks the table of an ambiguous column when the catalog cannot."""
     b = _Binder(names, known)
+    b.owner = _Owners(tree)
     b.ctes = {cte.alias_or_name.lower(): cte for cte in tree.find_all(exp.CTE)}
     dml_sources = {
         id(n): _bind_dml(b, n) for n in tree.find_all(*_DML) if not isinstance(n.parent, exp.When)
     }
     for merge in tree.find_all(exp.Merge):
         _bind_merge(b, merge)
-    for root in _query_roots(tree):
-        owner = _owner(root)
-        outer = [dml_sources[id(owner)]] if owner is not None and id(owner) in dml_sources else []
+    for root in _query_roots(b, tree):
+        owner = b.owner(root)
+        outer = (
+            _Link(dml_sources[id(owner)], None)
+            if owner is not None and id(owner) in dml_sources
+            else None
+        )
         for scope in traverse_scope(root):
             _bind_scope(b, scope, outer)
     for copy in tree.find_all(exp.Copy):
         _bind_copy(b, copy)
     for table in tree.find_all(exp.Table):
-        if table.name and not isinstance(_owner(table), _QUERY + _DML):
+        if table.name and not isinstance(b.owner(table), _QUERY + _DML):
             b.source(table)
     return b.out

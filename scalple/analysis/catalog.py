@@ -26,6 +26,12 @@ FROM pg_rewrite r
 JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
 WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class AND d.refobjsubid > 0
 """
+# Functions and procedures of the database's own (outside the system schemas): analysis does not
+# read their bodies, so what is passed to them may go anywhere.
+_USER_FUNCTIONS = """
+SELECT DISTINCT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+"""
 
 
 @dataclass(frozen=True)
@@ -55,13 +61,17 @@ class Catalog:
         relations: Iterable[Relation] = (),
         view_reads: Mapping[int, Iterable[tuple[int, int]]] | None = None,
         dsn: str | None = None,
+        functions: Iterable[str] = (),
     ) -> None:
         self.dsn = dsn
         self.version = 0
-        self._set(tuple(relations), view_reads or {})
+        self._set(tuple(relations), view_reads or {}, functions)
 
     def _set(
-        self, relations: tuple[Relation, ...], view_reads: Mapping[int, Iterable[tuple[int, int]]]
+        self,
+        relations: tuple[Relation, ...],
+        view_reads: Mapping[int, Iterable[tuple[int, int]]],
+        functions: Iterable[str] = (),
     ) -> None:
         self._by_oid = {r.oid: r for r in relations}
         self._by_name = {r.qualified: r for r in relations}
@@ -73,11 +83,16 @@ class Catalog:
             )
             for oid, pairs in view_reads.items()
         }
+        self._column_names = frozenset(name for r in relations for _, name in r.columns)
+        self.user_functions = frozenset(functions)
         self.version += 1
 
     @classmethod
     def from_tables(
-        cls, tables: Mapping[str, Iterable[str]], views: Mapping[str, Iterable[str]] | None = None
+        cls,
+        tables: Mapping[str, Iterable[str]],
+        views: Mapping[str, Iterable[str]] | None = None,
+        functions: Iterable[str] = (),
     ) -> Catalog:
         """A catalog from {"schema.table": [columns]} (and views: {"schema.view": ["s.t.col"]}),
         with made-up OIDs: for tests and for analysis without a live server."""
@@ -94,7 +109,7 @@ class Catalog:
                 base = by_name[table]
                 attnum = next(n for n, c in base.columns if c == column)
                 reads.setdefault(by_name[view].oid, []).append((base.oid, attnum))
-        return cls(relations, reads)
+        return cls(relations, reads, functions=functions)
 
     @classmethod
     async def load(cls, dsn: str) -> Catalog:
@@ -112,6 +127,7 @@ class Catalog:
             rels = await (await conn.execute(_RELATIONS)).fetchall()
             attrs = await (await conn.execute(_ATTRIBUTES)).fetchall()
             deps = await (await conn.execute(_VIEW_DEPS)).fetchall()
+            funcs = await (await conn.execute(_USER_FUNCTIONS)).fetchall()
         columns: dict[int, list[tuple[int, str]]] = {}
         for relid, attnum, name in attrs:
             columns.setdefault(relid, []).append((attnum, name))
@@ -122,7 +138,7 @@ class Catalog:
             Relation(oid, schema, name, kind, tuple(columns.get(oid, ())))
             for oid, schema, name, kind in rels
         )
-        self._set(relations, view_reads)
+        self._set(relations, view_reads, (name for (name,) in funcs))
 
     def relation(self, qualified: str) -> Relation | None:
         return self._by_name.get(qualified)
@@ -135,6 +151,10 @@ class Catalog:
         rel = self._by_oid.get(oid)
         name = rel.column(attnum) if rel else None
         return f"{rel.qualified}.{name}" if rel and name else None
+
+    def column_names(self) -> frozenset[str]:
+        """Every column name of every relation, unqualified."""
+        return self._column_names
 
     def view_columns(self, qualified: str) -> tuple[str, ...]:
         """Base-table columns a view reads ('schema.table.column'); () for tables."""

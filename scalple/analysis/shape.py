@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -14,23 +15,18 @@ from sqlglot import exp
 
 from scalple.analysis.bind import Binding, Names, bind
 from scalple.analysis.classify import classify_one, strongest
+from scalple.analysis.flow import Flow, flow
 from scalple.analysis.lexer import Scan
 from scalple.analysis.policy import Policy
-from scalple.analysis.sites import Site, sites
 from scalple.analysis.utility import Utility, utility
+from scalple.analysis.verdict import UNSURE_ACTION, Action, Verdicts, merge, merge_all
 from scalple.events import AuditClass
 
 # sqlglot logs unsupported statements verbatim, literals and all: that would put PII in logs.
 logging.getLogger("sqlglot").setLevel(logging.CRITICAL)
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
-    """What to do with one literal or parameter: mask it (as `column`), hash it as a subject."""
-
-    column: str
-    mask: bool
-    kind: str | None
+Analysis = Literal["ok", "failed", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -40,10 +36,12 @@ class Shape:
     command_tag: str
     tables: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
-    literals: dict[int, Action] = field(default_factory=dict)  # index into Scan.literals
-    params: dict[int, Action] = field(default_factory=dict)  # 0-based parameter index
+    # One action per literal of the scan (None: kept, unless a value pattern matches it)...
+    literals: tuple[Action | None, ...] = ()
+    # ...and per 0-based parameter index; a parameter not listed is masked.
+    params: Mapping[int, Action | None] = field(default_factory=dict)
     mask_all: bool = False  # every literal and parameter (unparseable, opaque, or ROLE)
-    analysis: Literal["ok", "failed"] = "ok"
+    analysis: Analysis = "ok"
 
 
 def fingerprint(scan: Scan) -> str:
@@ -51,62 +49,87 @@ def fingerprint(scan: Scan) -> str:
     try:
         return str(pg_parser.fingerprint(scan.sql))
     except Exception:
-        return hashlib.sha256(scan.key.encode()).hexdigest()[:16]
+        return key_fingerprint(scan.key)
 
 
-def _statement_words(scan: Scan) -> list[tuple[str, ...]]:
+def key_fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _statement_words(key: str) -> list[tuple[str, ...]]:
     words = []
-    for part in scan.key.split(";"):
+    for part in key.split(";"):
         w = Scan(part, part, (), ()).leading_words()
         if w:
             words.append(w)
     return words
 
 
-def failed(scan: Scan) -> Shape:
-    words = _statement_words(scan)
+def _classified(words: list[tuple[str, ...]]) -> tuple[AuditClass, str]:
     classes = [classify_one(w, None) for w in words]
-    audit_class = strongest([c for c, _ in classes])
-    tag = classes[-1][1] if classes else ""
+    return strongest([c for c, _ in classes]), classes[-1][1] if classes else ""
+
+
+def failed(scan: Scan) -> Shape:
+    audit_class, tag = _classified(_statement_words(scan.key))
     return Shape(fingerprint(scan), audit_class, tag, mask_all=True, analysis="failed")
 
 
-def _action(site: Site, policy: Policy) -> Action | None:
-    pii = [c for c in site.columns if policy.is_pii(c)]
-    kinds = [k for c in site.columns if (k := policy.subject_kind(c))]
-    if not pii and not kinds:
-        return None
-    mask = bool(pii) or policy.mask_subject_ids
-    return Action((pii or site.columns)[0], mask, kinds[0] if kinds else None)
+def unparsed(key: str, analysis: Analysis) -> Shape:
+    """A statement that is not parsed: classified by its leading words, everything masked."""
+    audit_class, tag = _classified(_statement_words(key))
+    return Shape(key_fingerprint(key), audit_class, tag, mask_all=True, analysis=analysis)
 
 
-def _merge(into: dict[int, Action], index: int, action: Action) -> None:
-    old = into.get(index)
-    if old is not None:
-        action = Action(old.column, old.mask or action.mask, old.kind or action.kind)
-    into[index] = action
+def standard_text(scan: Scan) -> Scan:
+    """`scan` with every string that reads differently under standard_conforming_strings
+    (a plain or N'' string holding a backslash, as read with it off) replaced by a neutral
+    string of the same length: parsers that know only the standard reading then see the
+    statement's structure at the same offsets."""
+    pieces: list[str] = []
+    pos = 0
+    for tok in scan.literals:
+        if "\\" in tok.text and tok.text[0] in "'nN":
+            head = 2 if tok.text[0] != "'" else 1
+            pieces += (scan.sql[pos : tok.start + head], "x" * (len(tok.text) - head - 1), "'")
+            pos = tok.end
+    if not pieces:
+        return scan
+    return Scan("".join(pieces) + scan.sql[pos:], scan.key, scan.literals, scan.comments)
 
 
 def _actions(
-    scan: Scan, found: list[Site], policy: Policy
-) -> tuple[dict[int, Action], dict[int, Action], bool]:
-    literals: dict[int, Action] = {}
-    params: dict[int, Action] = {}
-    unaligned = False
-    for site in found:
-        action = _action(site, policy)
-        if action is None:
-            continue
-        for n in site.params:
-            _merge(params, n - 1, action)
-        if site.has_literals and site.span is None:
-            unaligned = True  # sqlglot kept no position: mask every literal rather than guess
-        elif site.span is not None:
-            start, end = site.span
-            for i, tok in enumerate(scan.literals):
-                if tok.start < end and tok.end > start:
-                    _merge(literals, i, action)
-    return literals, params, unaligned
+    scan: Scan, flows: list[Flow], verdicts: Verdicts
+) -> tuple[tuple[Action | None, ...], dict[int, Action | None]]:
+    """Each literal's action from the tree's literal at the same offsets. A literal the tree
+    kept no position for gets the strictest verdict of every such value in the tree (sqlglot
+    rewrites `interval '1 day'` and `->'key'`); more such literals than values, or a literal
+    the tree reads with other bounds, means the trees do not match the text: masked."""
+    n = len(scan.literals)
+    starts = {tok.start: i for i, tok in enumerate(scan.literals)}
+    actions: list[Action | None] = [None] * n
+    placed = [False] * n
+    loose: list[Action | None] = []
+    params: dict[int, Action | None] = {}
+    for f in flows:
+        for start, end, reach in f.literals:
+            i = starts.get(start)
+            if i is None:
+                continue  # not a literal to the server's lexer
+            new = verdicts.action(reach) if scan.literals[i].end == end else UNSURE_ACTION
+            actions[i] = merge(actions[i], new)
+            placed[i] = True
+        for number, reach in f.params:
+            params[number - 1] = merge(params.get(number - 1), verdicts.action(reach))
+        loose += [verdicts.action(r) for r in f.loose]
+    missed = {i for f in flows for start in f.unvisited if (i := starts.get(start)) is not None}
+    unplaced = [i for i in range(n) if not placed[i]]
+    if unplaced:
+        fallback = merge_all(loose) if len(unplaced) <= len(loose) else UNSURE_ACTION
+        for i in unplaced:  # a literal in a part of the tree the walk does not follow: unsure
+            action = UNSURE_ACTION if i in missed else fallback
+            actions[i] = Action(action.column, action.mask, None) if action else None
+    return tuple(actions), params
 
 
 _WRAPPER: Final = re.compile(
@@ -136,19 +159,12 @@ def _unwrap(sql: str, words: tuple[str, ...]) -> tuple[str, str, bool] | None:
 def _utility_shape(scan: Scan, util: Utility, words: list[tuple[str, ...]]) -> Shape:
     """A utility statement sqlglot cannot parse but PostgreSQL's grammar can: its relations are
     known; its literals (passwords, payloads) are all masked."""
-    classes = [classify_one(w, None) for w in words]
-    return Shape(
-        fingerprint(scan),
-        strongest([c for c, _ in classes]),
-        classes[-1][1] if classes else "",
-        util.tables,
-        util.columns,
-        mask_all=True,
-    )
+    audit_class, tag = _classified(words)
+    return Shape(fingerprint(scan), audit_class, tag, util.tables, util.columns, mask_all=True)
 
 
-def learn(scan: Scan, policy: Policy, names: Names) -> Shape:
-    words = _statement_words(scan)
+def learn(scan: Scan, policy: Policy, names: Names, verdicts: Verdicts) -> Shape:
+    words = _statement_words(scan.key)
     wrapped = _unwrap(scan.sql, words[0]) if len(words) == 1 else None
     try:
         text = wrapped[0] if wrapped else scan.sql
@@ -173,12 +189,12 @@ def learn(scan: Scan, policy: Policy, names: Names) -> Shape:
     audit_class = strongest([c for c, _ in classes])
     opaque = any(isinstance(t, exp.Command) for t in trees)
     merged = Binding()
-    found: list[Site] = []
+    flows: list[Flow] = []
     for tree in trees:
         b = bind(tree, names, lambda c: policy.is_pii(c) or policy.subject_kind(c) is not None)
         merged.tables.update(b.tables)
         merged.columns.update(b.columns)
-        found += sites(tree, b)
+        flows.append(flow(tree, b, names))
     tables = tuple(merged.tables)
     columns = tuple(merged.columns)
     if audit_class not in ("READ", "WRITE") and not wrapped:
@@ -186,7 +202,7 @@ def learn(scan: Scan, policy: Policy, names: Names) -> Shape:
         if util is not None:  # PostgreSQL's grammar names the relations exactly
             tables = util.tables
             columns = tuple(dict.fromkeys((*util.columns, *columns)))
-    literals, params, unaligned = _actions(scan, found, policy)
+    literals, params = _actions(scan, flows, verdicts)
     return Shape(
         fingerprint(scan),
         audit_class,
@@ -195,5 +211,5 @@ def learn(scan: Scan, policy: Policy, names: Names) -> Shape:
         columns,
         literals,
         params,
-        mask_all=opaque or unaligned or audit_class == "ROLE",
+        mask_all=opaque or audit_class == "ROLE",
     )

@@ -37,6 +37,7 @@ class Run:
         "error",
         "event",
         "plan",
+        "routine",
         "rows",
         "sql",
         "sqlstate",
@@ -60,11 +61,15 @@ class Run:
         self.status: Status = "ok"
         self.sqlstate: str | None = None
         self.error: str | None = None
+        self.routine: str | None = None  # the ErrorResponse's R field: tells RAISE's text apart
         self.suspended = False
         self.done = False  # its outcome is recorded
 
-    def fail(self, status: Status, sqlstate: str | None, error: str | None) -> None:
+    def fail(
+        self, status: Status, sqlstate: str | None, error: str | None, routine: str | None = None
+    ) -> None:
         self.status, self.sqlstate, self.error = status, sqlstate, error
+        self.routine = routine
 
 
 def _format(formats: tuple[int, ...], i: int) -> int:
@@ -190,16 +195,19 @@ class Recorder:
             rows=rows,
             status=status or run.status,
             sqlstate=run.sqlstate,
-            error=self.mask(run.error),
+            error=self.mask(run.error, run.sqlstate, run.routine),
             subjects=run.subjects.subjects if run.subjects else (),
             subjects_capped=run.subjects.capped if run.subjects else False,
         )
 
-    def mask(self, text: str | None) -> str | None:
-        """Server messages can quote values (`invalid input syntax: "alice@x.io"`)."""
+    def mask(
+        self, text: str | None, sqlstate: str | None = None, routine: str | None = None
+    ) -> str | None:
+        """Server messages can quote values (`invalid input syntax: "alice@x.io"`), and RAISE
+        writes free text: SQLSTATE and routine tell the analyzer which it is."""
         if text is None or self.analyzer is None:
             return text
-        return self.analyzer.mask_text(text)
+        return self.analyzer.mask_text(text, sqlstate=sqlstate, routine=routine)
 
     # --- subjects in results -----------------------------------------------------------------
 

@@ -199,7 +199,7 @@ class Session:
         self._held_bytes = 0
         self._batch_open = False  # extended-protocol messages since the last Sync
         self._awaiting = 0  # ReadyForQuery answers owed
-        self._batch_error: tuple[str, str] | None = None
+        self._batch_error: tuple[str, str, str | None] | None = None
         self._batch_tracked = False  # the open batch may change how text must be read
         self._copy_in: Run | None = None
         self._suspended: list[tuple[Portal, Run]] = []
@@ -1012,16 +1012,19 @@ class Session:
                 return replacement
             run = head.run
             if run is not None and not run.done:
-                run.fail(_status_for(sqlstate), sqlstate, message)
+                run.fail(_status_for(sqlstate), sqlstate, message, fields.get("R"))
                 step.records.append(self.records.outcome(run))
                 head.index += 1
                 for rest in head.runs[head.index :]:
                     step.records.append(self.records.outcome(rest, "skipped"))
                 head.index = len(head.runs)
             return None
-        # Extended protocol: the server skips everything up to Sync; so do we.
+        # Extended protocol: the server skips everything up to Sync; so do we. The error is
+        # the statement's when its own Execute failed; when a message before it did (a Parse,
+        # a Bind), the statement never ran: skipped, with the error that stopped it.
         replacement = None
         first = True
+        failed_at = head.kind if head is not None else None
         while self._queue and self._queue[0].kind is not Owed.SYNC:
             item = self._queue.popleft()
             if first:
@@ -1033,13 +1036,15 @@ class Session:
                 if run.done or (run.suspended and not first):
                     continue
                 if first:
-                    run.fail(_status_for(sqlstate), sqlstate, message)
+                    ran = failed_at is Owed.EXECUTE
+                    status = _status_for(sqlstate) if ran else "skipped"
+                    run.fail(status, sqlstate, message, fields.get("R"))
                     step.records.append(self.records.outcome(run))
                     first = False
                 else:
                     step.records.append(self.records.outcome(run, "skipped"))
         if first:
-            self._batch_error = (sqlstate, message)
+            self._batch_error = (sqlstate, message, fields.get("R"))
         return replacement
 
     def _replaced(self, step: Step, item: Pending, message: str) -> bytes | None:
@@ -1075,7 +1080,7 @@ class Session:
                 if run.done:
                     continue
                 if self._batch_error is not None and item.kind is Owed.EXECUTE:
-                    run.fail(_status_for(self._batch_error[0]), *self._batch_error)
+                    run.fail("skipped", *self._batch_error)  # an earlier message failed
                     step.records.append(self.records.outcome(run))
                     self._batch_error = None
                 elif not run.suspended:
