@@ -326,6 +326,14 @@ REGISTRY: tuple[Setting, ...] = (
         "statement shapes whose analysis is kept in memory",
     ),
     Setting(
+        "harmless_functions",
+        "analysis",
+        _list,
+        (),
+        "the database's own functions known not to move their arguments into PII columns "
+        "(their literal arguments are kept in clear; other user functions' are masked)",
+    ),
+    Setting(
         "analysis_max_bytes",
         "analysis",
         _int,

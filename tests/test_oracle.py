@@ -33,15 +33,7 @@ from tests.oracle.run import Outcome, Rig, run
 SEED, COUNT = 1, 50
 
 # Mismatch classes today's proxy shows with this seed, and the part of issue 10 behind each.
-KNOWN: dict[str, str] = {
-    "missing": "issue 10 §4: with standard_conforming_strings off a statement is recorded as "
-    "text the oracle cannot match to what ran (a masked literal rendered as a plain string)",
-    "tables": "issue 10 §4: statements read with standard_conforming_strings off lose their "
-    "tables",
-    "phantom": "issue 10 §1: a portal run by two pipelined Executes is recorded twice",
-    "pii_in_clear": "issue 10 §6: row comparisons and assignments, regular expressions and error "
-    "texts keep PII values in clear",
-}
+KNOWN: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

@@ -306,13 +306,7 @@ def rig(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 # The ones the proxy still has; each other one is a regression test: it failed before the
 # session followed the server.
-OPEN: frozenset[str] = frozenset(
-    {
-        "standard-conforming-strings-off-splits-wrong",
-        "row-comparison-keeps-phone-in-clear",
-        "error-text-quotes-a-stored-phone",
-    }
-)
+OPEN: frozenset[str] = frozenset()
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ class Analyzer:
         self.subject_key = subject_key
         self._hasher = SubjectHasher(subject_key)
         self.catalog = catalog
-        self.names = Names(catalog, policy.search_path)
+        self.names = Names(catalog, policy.search_path, policy.harmless_functions)
         self._shapes: _Cache[tuple[bool, str], _Compiled] = _Cache(policy.cache_size)
         # Statements that take parameters or have no literals, by their exact text (such a text
         # comes back again and again): the whole statement side of the work, done once.

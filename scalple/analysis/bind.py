@@ -62,9 +62,21 @@ def ident(node: exp.Expression | None) -> str:
 class Names:
     """Resolves names against the catalog (if any) and `search_path`."""
 
-    def __init__(self, catalog: Catalog | None, search_path: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog | None,
+        search_path: tuple[str, ...],
+        harmless_functions: frozenset[str] = frozenset(),
+    ) -> None:
         self.catalog = catalog
         self.search_path = search_path or ("public",)
+        self.harmless_functions = harmless_functions
+
+    @property
+    def user_functions(self) -> frozenset[str]:
+        """The database's own functions whose arguments may go anywhere (so are masked)."""
+        found = self.catalog.user_functions if self.catalog is not None else frozenset()
+        return found - self.harmless_functions if self.harmless_functions else found
 
     def table(self, node: exp.Table) -> str:
         db = node.args.get("db")

@@ -210,7 +210,7 @@ class _Flow:
         self.loose: list[Key] = []
         self.inserts = {id(node): (table, cols) for node, table, cols in binding.inserts}
         self.lone_table = next(iter(binding.tables)) if len(binding.tables) == 1 else None
-        self.user_functions = names.catalog.user_functions if names.catalog else frozenset()
+        self.user_functions = names.user_functions
         self.stack: list[_Item] = []
         self.col_keys: dict[int, Key] = {}
         self.all_keys: set[int] = set()

@@ -31,6 +31,7 @@ class Policy:
     subject_cap: int = 1000
     search_path: tuple[str, ...] = ("public",)
     cache_size: int = 10000
+    harmless_functions: frozenset[str] = frozenset()  # of the database's own: keep their args
 
     @classmethod
     def build(
@@ -73,6 +74,7 @@ class Policy:
             subject_cap=config["subject_cap"],
             search_path=tuple(config["search_path"]),
             cache_size=config["analysis_cache_size"],
+            harmless_functions=frozenset(f.lower() for f in config["harmless_functions"]),
         )
 
     def is_pii(self, column: str) -> bool:

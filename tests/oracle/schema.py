@@ -63,4 +63,6 @@ def proxy_config(sandbox: Sandbox) -> str:
         'subject_columns = { "customers.id" = "customer", "orders.customer_id" = "customer", '
         '"customers.email" = "email" }\n'
         f'catalog_dsn = "postgresql://postgres@127.0.0.1:{sandbox.pg_port}/{DATABASE}"\n'
+        # The oracle's marks must survive masking to be matched; the function only logs them.
+        'harmless_functions = ["oracle_mark"]\n'
     )
