@@ -85,7 +85,7 @@ def index_dir(ledger: Path) -> Path:
 
 def sealed_segments(layout: Layout) -> list[SegmentFiles]:
     """Segments with their checkpoint: the ones `events_view` reads."""
-    return [s for s in layout.segments() if s.checkpoint.exists()]
+    return layout.sealed()
 
 
 def checkpoint_digest(seg: SegmentFiles) -> str:

@@ -65,12 +65,20 @@ class Request:
     until: str | None
 
 
-def _verified(settings: Config, req: Request) -> Verification:
+def _secret(settings: Config) -> bytes | None:
+    """The subject secret if there is one (it authenticates the verification cache)."""
+    try:
+        return load_secret(resolve_key_dir(settings["key_dir"]))
+    except LedgerError:
+        return None
+
+
+def _verified(settings: Config, req: Request, secret: bytes | None) -> Verification:
     ledger = req.ledger
     layout_ok = (ledger / "segments").is_dir() or (ledger / "journal").is_dir()
     if not layout_ok:
         raise LedgerError(f"{ledger} is not a ledger (no journal/ or segments/ in it)")
-    result = verify_range(ledger, trusted_key(req.public_key, settings), req.verify)
+    result = verify_range(ledger, trusted_key(req.public_key, settings), req.verify, secret)
     if not result.intact:
         raise LedgerNotVerified(
             f"ledger {ledger} fails verification, so no answer is given: {result.first_bad}\n"
@@ -87,11 +95,11 @@ def run_subject(
     since, until = parse_time(req.since), parse_time(req.until, end=True)
     secret = load_secret(resolve_key_dir(settings["key_dir"]))
     keys = subject_keys(subjects, policy.subject_columns, policy.search_path, secret)
-    verification = _verified(settings, req)
+    verification = _verified(settings, req, secret)
     return subject_answer(req.ledger, keys, verification, since=since, until=until, full=proof)
 
 
 def run_actor(settings: Config, req: Request, actor: str, limit: int) -> ActorAnswer:
     since, until = parse_time(req.since), parse_time(req.until, end=True)
-    verification = _verified(settings, req)
+    verification = _verified(settings, req, _secret(settings))
     return actor_answer(req.ledger, actor, verification, since=since, until=until, limit=limit)
