@@ -10,6 +10,7 @@ A torn last journal line (a write in progress or a crash not yet recovered) is a
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,7 +253,10 @@ def _check_journal(walk: _Walk, entry: JournalEntry, live: bool) -> None:
     lines, torn_heads = read_heads(entry.heads or b"")
     result = scan(entry.read(), first, report.last_hash, want=wanted(lines))
     end = result.next_seq - 1
-    heads = check_heads(lines, entry.path.name, first, result.hashes, end, walk.keys, walk.key_rank)
+    stopped = result.problem is not None
+    heads = check_heads(
+        lines, entry.path.name, first, result.hashes, end, walk.keys, walk.key_rank, stopped=stopped
+    )
     problem = result.problem
     if heads.seq is not None and (problem is None or heads.seq < problem.seq):
         raise walk.fail(entry.path, heads.seq, heads.what)
@@ -325,28 +329,26 @@ def _check_extends(walk: _Walk, saved: Checkpoint, name: str) -> None:
     walk.report.checkpoint_extended = name
 
 
-def _reason(batch: Path, rel: str) -> str:
+def _kept(batch: Path) -> list[tuple[Path, str]]:
+    """The files kept aside in one quarantine directory, in the order start-up kept them."""
     try:
         lines = (batch / REASON).read_text(errors="replace").splitlines()
     except OSError:
-        return "no REASON file says why"
-    for line in lines:
-        name, _, why = line.partition("\t")
-        if name == rel:
-            return why
-    return "its REASON file does not name it"
+        lines = []
+    named = [(batch / name, why) for name, _, why in (line.partition("\t") for line in lines)]
+    said = {path for path, _ in named}
+    others = [(p, "no REASON line says why") for p in sorted(batch.rglob("*")) if p.is_file()]
+    return [*named, *((p, why) for p, why in others if p not in said and p.name != REASON)]
 
 
 def _check_quarantine(walk: _Walk) -> None:
     """Start-up keeps aside what it cannot explain; the ledger is not intact while it is there."""
     root = walk.layout.quarantine_dir
-    if not root.is_dir():
-        return
-    kept = sorted(p for p in root.rglob("*") if p.is_file() and p.name != REASON)
-    if kept:
-        batch = root / kept[0].relative_to(root).parts[0]
-        rel = str(kept[0].relative_to(batch))
-        raise walk.fail(kept[0], None, f"kept aside at start-up: {_reason(batch, rel)}")
+    batches = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for batch in batches:
+        for path, why in _kept(batch):
+            if path.is_file():
+                raise walk.fail(path, None, f"kept aside at start-up: {why}")
 
 
 def _check_orphans(walk: _Walk) -> None:
@@ -424,5 +426,8 @@ def total_events(root: Path) -> int:
     """A quick estimate of the events in a ledger, for a progress bar."""
     layout = Layout(root)
     sealed = sum(s.last_seq - s.first_seq + 1 for s in layout.segments())
-    journal = sum(p.stat().st_size for _, p in layout.journals()) // 700
-    return sealed + journal
+    size = 0
+    for _, path in layout.journals():
+        with contextlib.suppress(FileNotFoundError):  # sealed meanwhile: counted above or not
+            size += path.stat().st_size
+    return sealed + size // 700

@@ -1,0 +1,109 @@
+"""Readers beside a live writer: `verify` and `dsar` run while a real `scalple serve` appends,
+rotates and seals its journal many times a second never report tampering on an intact ledger,
+and still catch real tampering."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.cli import run
+from tests.proxyproc import ProxyProc
+
+RUNS = 10
+ACTOR = "alice@corp.example"
+
+
+@contextmanager
+def _load(proxy: ProxyProc, clients: int = 3) -> Iterator[list[int]]:
+    """Clients sending statements as fast as the proxy takes them, until the block ends."""
+    stop = threading.Event()
+    done = [0] * clients
+    errors: list[BaseException] = []
+
+    def client(i: int) -> None:
+        try:
+            with psycopg.connect(
+                proxy.dsn(),
+                options=f"-c scalple.user={ACTOR}",
+                autocommit=True,
+                prepare_threshold=None,
+            ) as c:
+                while not stop.is_set():
+                    c.execute("SELECT %s::int, repeat('x', 200)", (done[i],)).fetchall()
+                    done[i] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, f"a client failed: {errors[0]}\n{proxy.log_text()[-2000:]}"
+
+
+def _config(proxy: ProxyProc) -> Path:
+    path = proxy.ledger.parent / "scalple.toml"
+    keys = proxy.ledger.parent / "keys"
+    path.write_text(f'[ledger]\nledger = "{proxy.ledger}"\nkey_dir = "{keys}"\n')
+    return path
+
+
+@pytest.fixture
+def busy(make_proxy: Callable[..., ProxyProc]) -> ProxyProc:
+    # A journal sealed every few kilobytes: several seals for every reader's run.
+    return make_proxy(env={"SCALPLE_SEAL_BYTES": "20000", "SCALPLE_HEAD_SECONDS": "0.2"})
+
+
+def test_verify_and_dsar_beside_a_sealing_writer_never_cry_wolf(
+    busy: ProxyProc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(busy)
+    alarms: list[str] = []
+    with _load(busy, clients=2) as done:
+        for i in range(RUNS):
+            code, out, err = run(capsys, "verify", "-c", str(config), "--json")
+            if code != 0:
+                alarms.append(f"verify run {i}: {out}{err}")
+            if i % 3 == 0:
+                code, out, err = run(capsys, "dsar", "-c", str(config), "--actor", ACTOR, "--json")
+                if code != 0:
+                    alarms.append(f"dsar run {i}: {out}{err}")
+        assert sum(done) > 100, "the load never ran"
+    segments = list((busy.ledger / "segments").glob("*.checkpoint"))
+    assert len(segments) >= RUNS, f"only {len(segments)} seals: the race was not exercised"
+    assert not alarms, "\n".join(alarms[:3]) + f"\n({len(alarms)} false alarms in all)"
+
+
+def test_tampering_beside_a_sealing_writer_is_still_caught(
+    busy: ProxyProc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(busy)
+    with _load(busy, clients=1):
+        while len(list((busy.ledger / "segments").glob("*.checkpoint"))) < 3:
+            threading.Event().wait(0.05)
+        victim = sorted((busy.ledger / "segments").glob("*.parquet"))[1]
+        os.chmod(victim, 0o644)
+        with victim.open("r+b") as f:
+            f.seek(100)
+            byte = f.read(1)
+            f.seek(100)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        for _ in range(5):
+            code, out, _ = run(capsys, "verify", "-c", str(config), "--json")
+            assert code == 1, out
+            assert victim.name in json.loads(out)["first_bad"]["where"]
+            code, out, _ = run(capsys, "dsar", "-c", str(config), "--actor", ACTOR, "--json")
+            assert code == 1 and victim.name in json.loads(out)["error"], out
