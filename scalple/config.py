@@ -189,6 +189,14 @@ REGISTRY: tuple[Setting, ...] = (
         "seal the journal into a signed Parquet segment once it is this many seconds old",
     ),
     Setting(
+        "head_seconds",
+        "ledger",
+        _float,
+        2.0,
+        "sign the journal's head (last seq and hash) this often: the longest a record can be "
+        "rewritten unnoticed before it is sealed",
+    ),
+    Setting(
         "require_identity",
         "identity",
         _bool,

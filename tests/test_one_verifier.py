@@ -12,7 +12,7 @@ import pytest
 from scalple.ledger.layout import Layout
 from tests.cli import run
 from tests.test_dsar import Ledger, touch_everywhere
-from tests.test_dsar import ledger as ledger  # noqa: F401  (the fixture)
+from tests.test_dsar import ledger as ledger
 
 
 def _verify(capsys: pytest.CaptureFixture[str], led: Ledger) -> dict[str, object]:

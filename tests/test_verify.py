@@ -201,7 +201,7 @@ def test_checkpoint_edited(ledger: Path) -> None:
 
 
 def test_journal_edited_while_stopped(ledger: Path) -> None:
-    [journal] = (ledger / "ledger" / "journal").iterdir()
+    [journal] = (ledger / "ledger" / "journal").glob("*.jsonl")
     data = journal.read_bytes()
     third = data.split(b"\n")[2]
     journal.write_bytes(data.replace(third, third.replace(b'"app"', b'"app2"')))
@@ -209,14 +209,14 @@ def test_journal_edited_while_stopped(ledger: Path) -> None:
 
 
 def test_journal_event_deleted_while_stopped(ledger: Path) -> None:
-    [journal] = (ledger / "ledger" / "journal").iterdir()
+    [journal] = (ledger / "ledger" / "journal").glob("*.jsonl")
     lines = journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(b"".join(lines[:1] + lines[2:]))
     assert_caught(ledger, "journal/00000000000000000031.jsonl", 32, "seq 33 where 32")
 
 
 def test_torn_journal_tail_is_a_warning_not_tampering(ledger: Path) -> None:
-    [journal] = (ledger / "ledger" / "journal").iterdir()
+    [journal] = (ledger / "ledger" / "journal").glob("*.jsonl")
     with journal.open("ab") as f:
         f.write(b'{"v":1,"kind":"sta')
     code, report = verify(ledger)

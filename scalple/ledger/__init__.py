@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scalple.ledger.keys import resolve_key_dir, signing_key
+from scalple.ledger.derived import Derived
+from scalple.ledger.keys import resolve_key_dir, signing_key, subject_secret
 from scalple.ledger.layout import os_errors
 from scalple.ledger.sink import AuditSink
 from scalple.ledger.writer import LedgerSink
@@ -13,20 +14,26 @@ from scalple.ledger.writer import LedgerSink
 if TYPE_CHECKING:
     from scalple.config import Config
 
-SINK_SETTINGS = ("key_dir", "seal_bytes", "seal_seconds")
+SINK_SETTINGS = ("key_dir", "seal_bytes", "seal_seconds", "head_seconds")
+_TIMING = ("seal_bytes", "seal_seconds", "head_seconds")
 
 
-def open_sink(directory: Path, durability: str = "fsync", **settings: Any) -> LedgerSink:
+def open_sink(
+    directory: Path, durability: str = "fsync", *, derived: bool = True, **settings: Any
+) -> LedgerSink:
     """Open (creating if needed, recovering after a crash) the ledger at `directory`.
 
     `durability` is "fsync" or "os"; `settings` are the other [ledger] settings by name
     (`ledger_settings(config)` gives them). The signing key is created on first use. Blocks
-    while recovering; close with `await sink.aclose()`, which seals the journal.
+    while recovering; close with `await sink.aclose()`, which seals the journal. Unless
+    `derived` is false, each sealed segment is noted as verified and indexed as it is sealed.
     """
-    sizes = {k: settings[k] for k in ("seal_bytes", "seal_seconds") if settings.get(k) is not None}
+    timing = {k: settings[k] for k in _TIMING if settings.get(k) is not None}
     with os_errors(f"opening ledger {directory}"):
-        key = signing_key(resolve_key_dir(settings.get("key_dir")))
-        return LedgerSink(Path(directory), key, durability=durability, **sizes)
+        key_dir = resolve_key_dir(settings.get("key_dir"))
+        key = signing_key(key_dir)
+        keep = Derived(Path(directory), subject_secret(key_dir)) if derived else None
+        return LedgerSink(Path(directory), key, durability=durability, derived=keep, **timing)
 
 
 def ledger_settings(config: Config) -> dict[str, Any]:

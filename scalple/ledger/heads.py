@@ -158,12 +158,17 @@ def check_heads(
     end_seq: int,
     keys: KeyChain,
     key_rank: int,
+    *,
+    stopped: bool = False,
 ) -> HeadCheck:
     """Judge a journal holding seqs `first_seq`..`end_seq` (with the hash at each seq a head names
     in `hashes`) against its heads, in order. Lines that are not valid heads are listed in
-    `forged` and ignored otherwise: they prove tampering with the log, not with the records."""
+    `forged` and ignored otherwise: they prove tampering with the log, not with the records.
+    `stopped`: reading stopped at a bad record after `end_seq`, so heads past it say nothing."""
     result = HeadCheck(vouched=first_seq - 1, key_rank=key_rank)
     for line in lines:
+        if stopped and line.head is not None and line.head.last_seq > end_seq:
+            break
         problem = _line_problem(line, journal, keys, result.key_rank)
         if problem:
             result.forged.append(line.number)
@@ -177,14 +182,14 @@ def check_heads(
         if head.last_seq < max(result.vouched, first_seq):
             what = f"head {signed} goes back to seq {head.last_seq}"
             return _bad(result, head.last_seq, what, line.number)
+        low = result.vouched + 1
         if head.last_seq > end_seq:
             what = (
-                f"the journal ends at seq {end_seq}, but a head {signed} vouches for events up "
-                f"to seq {head.last_seq}: events were removed from its end"
+                f"the journal ends at seq {end_seq}, but a head {signed} vouches for events "
+                f"{low}..{head.last_seq}: events were removed"
             )
-            return _bad(result, end_seq + 1, what, line.number)
+            return _bad(result, low, what, line.number)
         if hashes.get(head.last_seq) != head.last_hash:
-            low = result.vouched + 1
             what = (
                 f"events {low}..{head.last_seq} differ from the ones a head {signed} vouches "
                 "for: rewritten, removed or reordered"
