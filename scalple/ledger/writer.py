@@ -451,6 +451,7 @@ class LedgerSink:
             fd, self._fd = self._fd, -1
             self._gen += 1
             os.close(fd)
+            self._unsynced, self._size, self._durable_size = [], 0, 0  # all in the old journal
             self._sealer.jobs.put(self._live)
             first = self._live.first_seq + self._live.count
             last = self._live.last_hash
