@@ -23,16 +23,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
 import msgspec
 
 from scalple.errors import LedgerError
 from scalple.ledger.checkpoint import digest
-from scalple.ledger.compact import Merge
 from scalple.ledger.layout import Layout, SegmentFiles
 from scalple.ledger.query import quote
+
+if TYPE_CHECKING:
+    from scalple.ledger.compact import Merge
 
 INDEX_DIR: Final = "index"
 MANIFEST: Final = "manifest.json"
