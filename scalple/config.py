@@ -193,8 +193,8 @@ REGISTRY: tuple[Setting, ...] = (
         "ledger",
         _float,
         2.0,
-        "sign the journal's head (last seq and hash) this often: the longest a record can be "
-        "rewritten unnoticed before it is sealed",
+        "sign the journal's head (last seq and hash) this often; a record is open to an "
+        "unnoticed rewrite only until the next head is signed",
     ),
     Setting(
         "require_identity",

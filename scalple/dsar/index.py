@@ -40,6 +40,13 @@ INDEX_DIR: Final = "index"
 MANIFEST: Final = "manifest.json"
 ROW_GROUP_ROWS: Final = 65_536
 LOCK: Final = "index.lock"
+_ATTEMPTS: Final = 3
+
+
+class _Vanished(Exception):
+    """A segment being indexed was removed (compacted into another) while it was read."""
+
+
 SK_HEX: Final = 15  # 60 bits: a positive BIGINT
 ACCESS_DIR: Final = "access"
 ACCESS_ROW_GROUP_ROWS: Final = 2048
@@ -251,6 +258,11 @@ def update_index(
     for an update running elsewhere to finish first."""
     layout = _layout(ledger)
     with _index_lock(ledger, wait=True):
+        for _ in range(_ATTEMPTS - 1):
+            try:
+                return _update(Path(ledger), layout, progress, rebuild, 2, "1GB")
+            except _Vanished:
+                continue  # compacted away while being read: list the segments again
         return _update(Path(ledger), layout, progress, rebuild, 2, "1GB")
 
 
@@ -259,7 +271,12 @@ def follow_seals(ledger: Path) -> UpdateResult | None:
     budget, and None at once (nothing done) while another update holds the index."""
     layout = _layout(ledger)
     with _index_lock(ledger, wait=False) as held:
-        return _update(Path(ledger), layout, None, False, 1, "256MB") if held else None
+        if not held:
+            return None
+        try:
+            return _update(Path(ledger), layout, None, False, 1, "256MB")
+        except _Vanished:
+            return None  # compacted meanwhile: the next seal indexes again
 
 
 def _layout(ledger: Path) -> Layout:
@@ -295,14 +312,19 @@ def _update(
             by_actor = state.root / ACTOR_DIR / seg.parquet.name
             access.parent.mkdir(exist_ok=True)
             by_actor.parent.mkdir(exist_ok=True)
-            con.execute(
-                _CHUNK_SQL.format(
-                    path=quote(seg.parquet),
-                    out=quote(out),
-                    access=quote(access),
-                    by_actor=quote(by_actor),
+            try:
+                con.execute(
+                    _CHUNK_SQL.format(
+                        path=quote(seg.parquet),
+                        out=quote(out),
+                        access=quote(access),
+                        by_actor=quote(by_actor),
+                    )
                 )
-            )
+            except duckdb.IOException as exc:
+                if seg.parquet.exists():
+                    raise
+                raise _Vanished(seg.parquet.name) from exc
             chunks.append(out)
             manifest.segments.append((seg.parquet.name, checkpoint_digest(seg)))
             advance(seg.last_seq - seg.first_seq + 1)
@@ -410,7 +432,11 @@ def follow_compaction(ledger: Path, merge: Merge) -> bool:
     """Keep the index current across one compaction step: the merged segment's access and actor
     rows are its originals' rows together. False (index left for a rebuild) when the index did
     not hold exactly those originals. The seq-keyed runs need no change: the seqs are the same."""
-    ledger = Path(ledger)
+    with _index_lock(ledger, wait=True):
+        return _follow_compaction(Path(ledger), merge)
+
+
+def _follow_compaction(ledger: Path, merge: Merge) -> bool:
     manifest = read_manifest(ledger)
     names = [name for name, _ in manifest.segments]
     if merge.replaced[0] not in names:
