@@ -48,9 +48,7 @@ def _dsar(config: Path, ledger: Path, *args: str) -> tuple[int, dict[str, object
     return out.returncode, json.loads(out.stdout)
 
 
-def test_subject_through_the_proxy_found_by_every_path(
-    sandbox: Sandbox, make_proxy: Callable[..., ProxyProc], tmp_path: Path
-) -> None:
+def _customers(sandbox: Sandbox) -> None:
     sandbox.psql(
         f"DROP TABLE IF EXISTS {TABLE}; "
         f"CREATE TABLE {TABLE} (id int PRIMARY KEY, email text, region text); "
@@ -59,6 +57,12 @@ def test_subject_through_the_proxy_found_by_every_path(
         f"GRANT ALL ON {TABLE} TO app_user",
         dbname="app",
     )
+
+
+def test_subject_through_the_proxy_found_by_every_path(
+    sandbox: Sandbox, make_proxy: Callable[..., ProxyProc], tmp_path: Path
+) -> None:
+    _customers(sandbox)
     config = _config(tmp_path, sandbox)
     proxy = make_proxy("--config", str(config), upstream=sandbox.pg_port)
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
@@ -103,14 +107,7 @@ def test_after_serve_dsar_neither_scans_nor_rechecks_what_the_proxy_sealed(
     """The proxy indexes each segment it seals and notes it as verified: the first dsar after
     it stopped reads the index up to the last seq and hashes no segment file again, and a
     segment changed since is still caught by the file check."""
-    sandbox.psql(
-        f"DROP TABLE IF EXISTS {TABLE}; "
-        f"CREATE TABLE {TABLE} (id int PRIMARY KEY, email text, region text); "
-        f"INSERT INTO {TABLE} SELECT i, 'c' || i || '@example.com', 'eu' "
-        "FROM generate_series(1, 60) i; "
-        f"GRANT ALL ON {TABLE} TO app_user",
-        dbname="app",
-    )
+    _customers(sandbox)
     config = _config(tmp_path, sandbox)
     proxy = make_proxy(
         "--config", str(config), upstream=sandbox.pg_port, env={"SCALPLE_SEAL_BYTES": "4000"}

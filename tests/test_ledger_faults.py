@@ -127,45 +127,46 @@ def _table(sandbox: Sandbox) -> None:
     )
 
 
-def test_a_full_disk_refuses_statements_until_there_is_room_again(
-    sandbox: Sandbox, disk: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("options", "env", "fill"),
+    [
+        pytest.param(
+            "size=3m",
+            {"SCALPLE_SEAL_BYTES": "60000"},
+            _fill_bytes,
+            id="the disk full",
+        ),
+        pytest.param(
+            "size=64m,nr_inodes=400",
+            {"SCALPLE_SEAL_SECONDS": "0.5"},  # the next rotation cannot make its journal
+            _fill_inodes,
+            id="no new file",
+        ),
+    ],
+)
+def test_statements_are_refused_while_the_ledger_cannot_be_written_then_accepted_again(
+    sandbox: Sandbox,
+    disk: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    options: str,
+    env: dict[str, str],
+    fill: Callable[[Path], list[Path]],
 ) -> None:
     _table(sandbox)
-    point = disk("size=3m")
-    env = {"SCALPLE_SEAL_BYTES": "60000", "SCALPLE_HEAD_SECONDS": "0.2"}
+    point = disk(options)
+    env = {**env, "SCALPLE_HEAD_SECONDS": "0.2"}
     proxy = ProxyProc(sandbox.pg_port, point / "ledger", env=env).start()
     client = Client(proxy)
     for _ in range(20):
         assert client.insert()
-    fillers = _fill_bytes(point)
+    fillers = fill(point)
     client.until(accepted=False)
     for _ in range(5):
-        assert not client.insert()  # refused at once while the disk stays full
+        assert not client.insert()  # refused at once while it stays so
     for f in fillers:
         f.unlink()
     client.until(accepted=True)  # no restart
     for _ in range(20):
-        assert client.insert()
-    _check_afterwards(sandbox, proxy, client)
-    _verified(capsys, proxy)
-
-
-def test_a_ledger_that_can_take_no_new_file_recovers_once_it_can(
-    sandbox: Sandbox, disk: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    _table(sandbox)
-    point = disk("size=64m,nr_inodes=400")
-    env = {"SCALPLE_SEAL_SECONDS": "0.5", "SCALPLE_HEAD_SECONDS": "0.2"}
-    proxy = ProxyProc(sandbox.pg_port, point / "ledger", env=env).start()
-    client = Client(proxy)
-    for _ in range(5):
-        assert client.insert()
-    fillers = _fill_inodes(point)
-    client.until(accepted=False)  # the next rotation cannot make its journal
-    for f in fillers:
-        f.unlink()
-    client.until(accepted=True)
-    for _ in range(5):
         assert client.insert()
     _check_afterwards(sandbox, proxy, client)
     _verified(capsys, proxy)
