@@ -119,3 +119,24 @@ def test_a_checkpoint_whose_count_disagrees_with_its_seqs_fails_both(
     assert isinstance(bad, dict) and "count" in str(bad["what"]), bad
     code, text = _dsar(capsys, ledger, "--json")
     assert code == 1 and str(bad["what"]) in json.loads(text)["error"], text
+
+
+def test_an_export_made_after_a_key_rotation_checks_out_against_either_key(
+    ledger: Ledger, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The export carries the rotations, and its checkpoints are trusted as verify trusts them."""
+    old_pub = tmp_path / "old.pub"
+    old_pub.write_bytes((ledger.keys / "signing.pub").read_bytes())
+    _rotated(ledger, capsys)
+    report = tmp_path / "report.html"
+    code, out, err = run(capsys, "dsar", "-c", str(ledger.config), "-s", "customers.id=42",
+                         "-f", "html", "-o", str(report))  # fmt: skip
+    assert code == 0, out + err
+    for pub in (ledger.keys / "signing.pub", old_pub):
+        code, out, err = run(capsys, "verify", "--export", str(report), "--public-key", str(pub))
+        assert code == 0 and "export checks out" in out, out + err
+    stranger = tmp_path / "stranger"
+    code, _, _ = run(capsys, "keys", "init", "--key-dir", str(stranger))
+    code, out, err = run(capsys, "verify", "--export", str(report),
+                         "--public-key", str(stranger / "signing.pub"))  # fmt: skip
+    assert code == 1, out + err
