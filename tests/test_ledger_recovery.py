@@ -236,3 +236,40 @@ def test_a_leftover_journal_that_differs_from_its_sealed_segment_is_kept_aside(
     sink(tmp_path).close()
     assert "journal/00000000000000000001.jsonl" in quarantined(tmp_path)
     assert "not the events sealed" in first_bad(capsys, tmp_path)
+
+
+def test_an_unreadable_newest_checkpoint_is_kept_aside_with_its_segment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(2):
+        s = sink(tmp_path)
+        s.append_sync([statement(i) for i in range(3)])
+        s.close()
+    newest = Layout(tmp_path / "ledger").segments()[-1]
+    newest.checkpoint.chmod(0o644)
+    newest.checkpoint.write_bytes(b"not a checkpoint\n")
+    assert "00000000000000000006.checkpoint" in first_bad(capsys, tmp_path)
+    sink(tmp_path).close()
+    assert quarantined(tmp_path) == [
+        "REASON",
+        f"segments/{newest.checkpoint.name}",
+        f"segments/{newest.parquet.name}",
+    ]
+    assert "unreadable checkpoint" in first_bad(capsys, tmp_path)
+
+
+def test_a_head_cut_short_by_a_crash_is_trimmed_not_taken_for_tampering(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written(tmp_path)
+    heads = Layout(tmp_path / "ledger").heads(1)
+    whole = heads.read_bytes()
+    heads.write_bytes(whole + whole[: len(whole) // 2])  # a head whose write the kill cut
+    report = verify(capsys, tmp_path)
+    assert report["result"] == "intact" and "ends in a torn write" in str(report["warnings"])
+    s = sink(tmp_path)
+    s.append_sync([statement(9)])
+    s.sign_head()
+    s.close(seal=False)
+    assert verify(capsys, tmp_path)["result"] == "intact"
+    assert not Layout(tmp_path / "ledger").quarantine_dir.exists()
