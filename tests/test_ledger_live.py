@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -113,3 +115,46 @@ def test_tampering_beside_a_sealing_writer_is_still_caught(
             assert victim.name in json.loads(out)["first_bad"]["where"]
             code, out, _ = run(capsys, "dsar", "-c", str(config), "--actor", ACTOR, "--json")
             assert code == 1 and victim.name in json.loads(out)["error"], out
+
+
+def test_readers_beside_compaction_never_cry_wolf(
+    busy: ProxyProc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scalple index compact` merging segments (and removing the originals) beside readers."""
+    config = _config(busy)
+    stop = threading.Event()
+    merged: list[int] = []
+    failures: list[str] = []
+
+    def compactor() -> None:
+        while not stop.is_set():
+            out = subprocess.run(
+                [sys.executable, "-m", "scalple", "index", "compact", "-c", str(config),
+                 "--target-events", "400", "--json"],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            if out.returncode != 0:
+                failures.append(out.stdout + out.stderr)
+                return
+            merged.append(len(json.loads(out.stdout)["merged"]))
+
+    alarms: list[str] = []
+    runs = 0
+    with _load(busy, clients=2):
+        thread = threading.Thread(target=compactor)
+        thread.start()
+        try:
+            while runs < RUNS or sum(merged) < 3:
+                assert runs < 50 * RUNS and not failures, failures or "nothing was compacted"
+                code, out, err = run(capsys, "verify", "-c", str(config), "--json")
+                if code != 0:
+                    alarms.append(f"verify run {runs}: {out}{err}")
+                code, out, err = run(capsys, "dsar", "-c", str(config), "--actor", ACTOR, "--json")
+                if code != 0:
+                    alarms.append(f"dsar run {runs}: {out}{err}")
+                runs += 1
+        finally:
+            stop.set()
+            thread.join()
+    assert not failures, failures[0]
+    assert not alarms, "\n".join(alarms[:3]) + f"\n({len(alarms)} false alarms in {runs} runs)"
