@@ -40,6 +40,7 @@ INDEX_DIR: Final = "index"
 MANIFEST: Final = "manifest.json"
 ROW_GROUP_ROWS: Final = 65_536
 LOCK: Final = "index.lock"
+MAX_RUN_SEQS: Final = 16_000_000  # runs stop growing here: no update re-sorts the whole index
 _ATTEMPTS: Final = 3
 
 
@@ -354,11 +355,16 @@ def _tiers(
 ) -> list[str]:
     """Merge the newest run into the one before while that one covers no more seqs: runs then
     double in size from newest to oldest (a binary counter), so there are about log2(segments)
-    of them and each seq is sorted again about as often, however many seals come one by one."""
+    of them and each seq is sorted again about as often, however many seals come one by one.
+    Runs past MAX_RUN_SEQS are left as they are (`index rebuild` merges everything)."""
     runs = list(runs)
     if everything and len(runs) > 1:
         return [_merge_runs(con, root, runs)]
-    while len(runs) > 1 and _span(runs[-2]) <= _span(runs[-1]):
+    while (
+        len(runs) > 1
+        and _span(runs[-2]) <= _span(runs[-1])
+        and _span(runs[-2]) + _span(runs[-1]) <= MAX_RUN_SEQS
+    ):
         runs[-2:] = [_merge_runs(con, root, runs[-2:])]
     return runs
 

@@ -274,12 +274,13 @@ def _keep_prefix(layout: Layout, path: Path, data: bytes, judged: _Judged, aside
     aside.keep(path, f"{reason}; records after seq {judged.keep_to} were not sealed", copy=True)
     if heads.exists():
         aside.keep(heads, "the signed heads that journal was checked against", copy=True)
+    result = judged.result
     if judged.keep_to < first:
         cut = 0
-    elif judged.result.problem is not None and judged.keep_to == judged.result.problem.seq - 1:
-        cut = judged.result.problem.offset
+    elif judged.keep_to == result.next_seq - 1:
+        cut = result.good_bytes  # up to a damaged record, or all but a torn tail
     else:
-        cut = _end_of(data, first, judged.keep_to)
+        cut = result.offsets[judged.keep_to]  # the seq of a head that holds
     with path.open("r+b") as f:
         f.truncate(cut)
         os.fsync(f.fileno())
@@ -292,14 +293,6 @@ def _keep_prefix(layout: Layout, path: Path, data: bytes, judged: _Judged, aside
     ]
     write_atomically(heads, b"".join(kept), 0o600)
     return data[:cut]
-
-
-def _end_of(data: bytes, first: int, seq: int) -> int:
-    """The byte after record `seq` in a journal starting at `first`."""
-    offset = 0
-    for _ in range(seq - first + 1):
-        offset = data.index(b"\n", offset) + 1
-    return offset
 
 
 def _trim_heads(path: Path) -> None:
