@@ -1,6 +1,9 @@
 """Write a realistic synthetic ledger: many actors, long-tailed subjects, bulk reads, six months.
 
-    python bench/gen_ledger.py OUT --events 10_000_000 [--mode bulk|sink]
+    python bench/gen_ledger.py OUT --events 10_000_000 [--mode bulk|sink] [--end TIME]
+
+The six months end now (or at --end, an ISO date or time, UTC when no zone is given), so
+`scalple dsar --since 1y` finds them.
 
 OUT/ledger is the ledger, OUT/keys its key directory (signing key, subject secret), OUT/meta.json
 what was made (and example subjects and actors to ask about). Every event is a real chained
@@ -27,6 +30,7 @@ import random
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,8 +49,7 @@ from scalple.ledger.keys import signing_key, subject_secret
 from scalple.ledger.layout import Layout, write_atomically
 from scalple.ledger.seal import READ_ONLY, ROW_GROUP_ROWS
 
-T0: Final = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z, µs
-SPAN: Final = 182 * 86_400 * 1_000_000  # six months
+SPAN: Final = 182 * 86_400 * 1_000_000  # six months, µs
 SERVICES: Final = ("svc-app", "svc-billing", "svc-support", "svc-reporting", "svc-etl")
 _SUFFIX: Final = b'","hash":""}'  # canonical form after the prev_hash value
 _PLAIN_SQL: Final = canonical_sql(escaped=frozenset())  # see `_render`
@@ -175,11 +178,16 @@ class Plan(msgspec.Struct, frozen=True):
     subjects: int
     humans: int
     segment_events: int
+    end: int  # µs since the epoch; the last statement starts one interval before it
     seed: int = 7
 
     @property
     def statements(self) -> int:
         return (self.events + 1) // 2
+
+    @property
+    def start(self) -> int:
+        return self.end - SPAN
 
 
 def _subject_table(con: duckdb.DuckDBPyConnection, secret: bytes, n: int) -> None:
@@ -257,7 +265,7 @@ def _statements_sql(plan: Plan, s_lo: int, s_hi: int) -> str:
       CASE WHEN u_err < 0.01 THEN NULL WHEN rowspec = 'bulk' THEN bulk_n
            WHEN rowspec = 'r20' THEN CAST(u_rows * 20 AS BIGINT)
            ELSE CAST(rowspec AS BIGINT) END AS nrows,
-      {T0} + CAST(s * ({SPAN} / {plan.statements}) AS BIGINT) AS ts,
+      {plan.start} + CAST(s * ({SPAN} / {plan.statements}) AS BIGINT) AS ts,
       CASE WHEN rowspec = 'bulk' THEN 200000 ELSE 200 END + CAST(u_dur * 5000 AS BIGINT) AS dur
     FROM pick JOIN subj ON subj.id = pick.sid LEFT JOIN bulk USING (s)
     ORDER BY s
@@ -521,6 +529,7 @@ def generate(out: Path, plan: Plan, mode: str) -> dict[str, Any]:
         "plan": msgspec.to_builtins(plan),
         "mode": mode,
         "seconds": round(elapsed, 1),
+        "history": {"from": _iso(plan.start), "to": _iso(plan.end)},
         "ledger": str(ledger),
         "key_dir": str(key_dir),
         "subject_columns": {
@@ -549,6 +558,20 @@ def generate(out: Path, plan: Plan, mode: str) -> dict[str, Any]:
     return meta
 
 
+def _end_time(text: str) -> int:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp()) * 1_000_000 + when.microsecond
+
+
+def _iso(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="seconds")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", type=Path)
@@ -562,16 +585,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--subjects", type=int, default=0, help="customers [default: events/40]")
     p.add_argument("--humans", type=int, default=300)
+    p.add_argument(
+        "--end",
+        type=_end_time,
+        default=None,
+        help="the history ends at this ISO date or time (UTC unless it has a zone) [default: now]",
+    )
     a = p.parse_args(argv)
     plan = Plan(
         a.events,
         a.subjects or max(1000, min(a.events // 40, 2_000_000)),
         a.humans,
         a.segment_events,
+        end=a.end if a.end is not None else time.time_ns() // 1000,
     )
     a.out.mkdir(parents=True, exist_ok=True)
     meta = generate(a.out, plan, a.mode)
-    print(json.dumps({k: meta[k] for k in ("plan", "mode", "seconds")}))
+    print(json.dumps({k: meta[k] for k in ("plan", "mode", "seconds", "history")}))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ complete -c scalple -n '__fish_seen_subcommand_from index && __fish_seen_subcomm
 complete -c scalple -n '__fish_seen_subcommand_from index && __fish_seen_subcommand_from update' -l json -d 'Print the result as JSON'
 complete -c scalple -n '__fish_seen_subcommand_from index && __fish_seen_subcommand_from update' -l help -d 'Show this message and exit'
 complete -c scalple -n '__fish_seen_subcommand_from keys && not __fish_seen_subcommand_from export-public init rotate' -a export-public -d 'Print the public key (PEM) that `scalple verify --public-key` takes'
-complete -c scalple -n '__fish_seen_subcommand_from keys && not __fish_seen_subcommand_from export-public init rotate' -a init -d 'Create a signing key (private 0600) and its public key'
+complete -c scalple -n '__fish_seen_subcommand_from keys && not __fish_seen_subcommand_from export-public init rotate' -a init -d 'Create a signing key (private 0600), its public key, and the subject secret (0600)'
 complete -c scalple -n '__fish_seen_subcommand_from keys && not __fish_seen_subcommand_from export-public init rotate' -a rotate -d 'Replace the signing key; the old key signs the rotation, recorded in the ledger'
 complete -c scalple -n '__fish_seen_subcommand_from keys && not __fish_seen_subcommand_from export-public init rotate' -l help -d 'Show this message and exit'
 complete -c scalple -n '__fish_seen_subcommand_from keys && __fish_seen_subcommand_from export-public' -l output -r -F -d 'Write here, not stdout'

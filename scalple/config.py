@@ -112,6 +112,14 @@ REGISTRY: tuple[Setting, ...] = (
         "postgresql://127.0.0.1:6432",
         "where statements go: PgBouncer or PostgreSQL, as postgresql://HOST:PORT",
     ),
+    Setting(
+        "pool_mode",
+        "proxy",
+        _choice("transaction", "session"),
+        "transaction",
+        "how the upstream pools server connections: transaction (PgBouncer's transaction or "
+        "statement mode) or session (PostgreSQL itself, or session pooling)",
+    ),
     Setting("connect_timeout", "proxy", _float, 10.0, "seconds to reach the upstream"),
     Setting(
         "metrics_listen", "proxy", _str, "", "HOST:PORT to serve Prometheus metrics on (empty: off)"
@@ -324,6 +332,14 @@ REGISTRY: tuple[Setting, ...] = (
         _int,
         10000,
         "statement shapes whose analysis is kept in memory",
+    ),
+    Setting(
+        "analysis_max_bytes",
+        "analysis",
+        _int,
+        1 << 20,
+        "statements larger than this are not parsed: recorded with every literal masked "
+        "(analysis: skipped), and refused if they might change identity, transaction or names",
     ),
 )
 BY_NAME = {s.name: s for s in REGISTRY}

@@ -56,7 +56,7 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     status: Status = "pending"
     sqlstate: str | None = None
     error: str | None = None
-    analysis: Literal["ok", "failed"] | None = None
+    analysis: Literal["ok", "failed", "skipped"] | None = None
     detail: str | None = None
     prev_hash: str = ""
     hash: str = ""

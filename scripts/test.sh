@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The one test command (README, CI): install what the tests need, then lint, type-check and run
-# the suite against real PostgreSQL 15 + pgAudit + PgBouncer.
+# the suite against real PostgreSQL 15 + pgAudit + PgBouncer, all with the Python of the venv
+# install.sh installed into (scripts/venv.sh), so the tests' `python -m scalple` runs that too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --test
-echo "== ruff"; python3 -m ruff check scalple tests bench scripts
-echo "== mypy"; python3 -m mypy
-echo "== docs are current"; python3 scripts/gen_docs.py --check
-echo "== pytest"; python3 -m pytest -q -p no:cacheprovider "$@"
+. scripts/venv.sh
+venv=$(scalple_venv)
+export PATH="$venv/bin:$PATH"
+py="$venv/bin/python"
+echo "== ruff"; "$py" -m ruff check scalple tests bench scripts
+echo "== mypy"; "$py" -m mypy
+echo "== docs are current"; "$py" scripts/gen_docs.py --check
+echo "== pytest ($py)"; "$py" -m pytest -q -p no:cacheprovider "$@"

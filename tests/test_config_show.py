@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,21 @@ def test_every_setting_is_shown_with_its_origin(tmp_path: Path) -> None:
     assert settings["require_identity"]["origin"] == "env:SCALPLE_REQUIRE_IDENTITY"
     assert settings["upstream"]["origin"] == "default"
     assert settings["trusted_networks"]["value"] == ["127.0.0.0/8", "::1/128"]
+
+
+def test_80_columns_shows_one_block_per_setting() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # a path that fits beside its label
+        path = write(Path(short), '[proxy]\nupstream = "postgresql://app:hunter2@db:6432"\n')
+        code, out = show("--config", str(path), COLUMNS="80")
+    assert code == 0
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    at = lines.index("[proxy] upstream")
+    block = lines[at + 1 : lines.index("", at)]
+    assert block[0] == "  value:   postgresql://app:***@db:6432"
+    assert block[1] == f"  from:    file {path}:2"
+    assert block[-1] == "  env var: SCALPLE_UPSTREAM"
+    assert "  env var: SCALPLE_ANALYSIS_CACHE_SIZE" in lines  # never split into letters
 
 
 def test_env_var_names_the_file_and_beats_it(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def demo_env(**extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def spawn(*args: str, **env: str) -> Iterator[pexpect.spawn]:
+def spawn(*args: str, columns: int = 220, **env: str) -> Iterator[pexpect.spawn]:
     """`scalple demo` in a terminal; its whole transcript is kept in `logfile_read`. A test that
     fails half way still lets it clean up (Ctrl-C) instead of killing it with servers running."""
     child = pexpect.spawn(
@@ -53,7 +53,7 @@ def spawn(*args: str, **env: str) -> Iterator[pexpect.spawn]:
         env=demo_env(**env),
         encoding="utf-8",
         timeout=180,
-        dimensions=(60, 220),
+        dimensions=(60, columns),
     )
     child.logfile_read = io.StringIO()
     try:
@@ -135,6 +135,22 @@ def test_demo_runs_start_to_clean_up() -> None:
     assert ledger.parent == base and not base.exists()
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/app", connect_timeout=2)
+
+
+def test_demo_reads_well_at_80_columns() -> None:
+    """The terminal's own width (no COLUMNS): nothing wider, no word broken into letters."""
+    _require_stack()
+    with spawn(columns=80, COLUMNS="") as child:
+        child.expect(pexpect.EOF)
+    out = _transcript(child)
+    assert child.exitstatus == 0, out
+    lines = out.splitlines()
+    # Command lines are left for the terminal to wrap, so that they copy whole.
+    assert all(len(line.rstrip()) <= 80 for line in lines if "$ scalple" not in line), out
+    words = set(out.replace("│", " ").split())
+    assert {"public.customers.email", "public.orders.customer_id"} <= words, out
+    assert "    statement:" in lines and "    ── 1 of 4 ──" in lines, out  # dsar's blocks
+    assert any(line.startswith("┃ statement") for line in lines), out  # the trails still a table
 
 
 def _transcript(child: pexpect.spawn) -> str:

@@ -1,43 +1,63 @@
-"""Identity claims parsed from strings: SET, comments (never inside literals), startup options."""
+"""Identity claims read from statements, comments (only real ones) and startup options."""
 
 from __future__ import annotations
 
 import pytest
 
+from scalple.analysis.lexer import lex
+from scalple.proxy.attribution import Attribution
+from scalple.proxy.commands import Kind, classify
 from scalple.proxy.identity import (
     Claim,
-    IdentitySyntaxError,
-    needs_no_identity,
-    parse_comment,
-    parse_set,
+    ConflictingClaims,
+    comment_claim,
     strip_startup_option,
     trusted,
 )
 
 
 @pytest.mark.parametrize(
-    ("sql", "claim"),
+    ("sql", "value", "local"),
     [
-        ("SET scalple.user = 'alice@x.io'", Claim("alice@x.io", "set")),
-        ("set scalple.user to bob;", Claim("bob", "set")),
-        ("SET SESSION scalple.user = 'o''brien'", Claim("o'brien", "set")),
-        ("SET LOCAL scalple.user = 'carol'", Claim("carol", "set", local=True)),
-        ("RESET scalple.user", Claim(None, "set")),
-        ("SET scalple.user TO DEFAULT", Claim(None, "set")),
-        ("SELECT 1", None),
-        ("SELECT 'scalple.user'", None),
+        ("SET scalple.user = 'alice@x.io'", "alice@x.io", False),
+        ("set scalple.user to bob;", "bob", False),
+        ("SET SESSION scalple.user = 'o''brien'", "o'brien", False),
+        ("SET LOCAL scalple.user = 'carol'", "carol", True),
+        ("RESET scalple.user", None, False),
+        ("SET scalple.user TO DEFAULT", None, False),
+        ('SET "scalple"."user" = \'dave\'', "dave", False),  # spellings the server accepts
+        ("SET U&\"scalple\\002euser\" = 'erin'", "erin", False),
+        ("SET LOCAL \"SCALPLE.USER\" = 'fay'", "fay", True),
     ],
 )
-def test_parse_set(sql: str, claim: Claim | None) -> None:
-    assert parse_set(sql) == claim
+def test_identity_set(sql: str, value: str | None, local: bool) -> None:
+    command = classify(sql, lex(sql))
+    assert (command.kind, command.value, command.local) == (Kind.IDENTITY, value, local)
 
 
-def test_set_in_an_unknown_form_is_refused_not_forwarded() -> None:
-    with pytest.raises(IdentitySyntaxError):
-        parse_set("SET scalple.user = 'a', 'b'")
-    with pytest.raises(IdentitySyntaxError, match="use SET"):
-        parse_set("SELECT set_config('scalple.user', 'alice', false)")
-    assert parse_set("SELECT current_setting('scalple.user', true)") is None  # reading is harmless
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SET scalple.user = 'a', 'b'",
+        "SELECT set_config('scalple.user', 'alice', false)",
+        "SELECT pg_catalog.set_config(lower('SCALPLE.USER'), 'alice', false)",
+        "ALTER DATABASE app SET scalple.\"user\" = 'alice'",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET \"scalple.user\" = 'a' AS 'select 1'",
+        "DO $$ BEGIN PERFORM set_config('scalple.user', 'a', false); END $$",
+    ],
+)
+def test_other_ways_to_set_the_identity_are_refused(sql: str) -> None:
+    assert classify(sql, lex(sql)).refusal is not None
+
+
+def test_reading_the_setting_is_harmless() -> None:
+    sql = "SELECT current_setting('scalple.user', true)"
+    assert classify(sql, lex(sql)).refusal is None
+
+
+def _comment(sql: str) -> str | None:
+    claim = comment_claim(sql, lex(sql).comments)
+    return claim.actor if claim else None
 
 
 @pytest.mark.parametrize(
@@ -47,15 +67,30 @@ def test_set_in_an_unknown_form_is_refused_not_forwarded() -> None:
         ("/*user='bob'*/ SELECT 1", "bob"),
         ("SELECT 1 /*application='x'*/", None),
         ("SELECT '/*user=''mallory''*/'", None),  # inside a string literal
-        ("SELECT 1 -- /*user='mallory'*/", None),  # inside a line comment
+        ("SELECT 1 -- /*user='mallory'*/", None),  # inside a line comment: not sqlcommenter
         ("SELECT $$ /*user='mallory'*/ $$", None),
-        ("SELECT 1 /* outer /*user='mallory'*/ */", None),  # nested: the inner is no sqlcommenter
+        ("SELECT 1 AS \"/*user='mallory'*/\"", None),  # inside a quoted name
+        ("SELECT E'\\' /*user=''mallory''*/'", None),  # inside an escaped string
+        ("SELECT 1 /* outer /*user='mallory'*/ */", None),  # free text around it: no claim
+        ("SELECT 1 /* fixes the report for user='bob' */", None),
         ("SELECT /*user='dave'*/ 1", "dave"),
+        ("SELECT 1 --user='erin'", "erin"),  # a line comment holding only pairs
     ],
 )
-def test_parse_comment(sql: str, actor: str | None) -> None:
-    claim = parse_comment(sql)
-    assert (claim.actor if claim else None) == actor
+def test_comment_claims(sql: str, actor: str | None) -> None:
+    assert _comment(sql) == actor
+
+
+def test_comments_naming_two_people_conflict() -> None:
+    with pytest.raises(ConflictingClaims):
+        _comment("/*user='alice'*/ SELECT 1 /*user='bob'*/")
+    assert _comment("/*user='alice'*/ SELECT 1 /*user='alice'*/") == "alice"
+
+
+def test_standard_conforming_strings_off_changes_what_is_a_comment() -> None:
+    sql = "SELECT 'a\\' /*user='mallory'*/ , 'x'"
+    assert comment_claim(sql, lex(sql, standard_strings=False).comments) is None
+    assert comment_claim(sql, lex(sql).comments) is not None  # as a server with it on reads it
 
 
 def test_startup_option_is_stripped_and_the_rest_kept() -> None:
@@ -73,5 +108,8 @@ def test_trust_by_role_and_network() -> None:
 
 
 def test_transaction_control_needs_no_identity() -> None:
-    assert needs_no_identity("BEGIN") and needs_no_identity("  commit;")
-    assert not needs_no_identity("SELECT * FROM customers")
+    a = Attribution("app_user", "127.0.0.1", require_identity=True)
+    for sql in ("BEGIN", "  commit;", "ROLLBACK TO SAVEPOINT s", "SAVEPOINT s"):
+        assert a.unattributed(classify(sql, lex(sql)), None) is None, sql
+    for sql in ("SELECT * FROM customers", "FETCH 1 FROM c", "EXECUTE p"):
+        assert a.unattributed(classify(sql, lex(sql)), None) is not None, sql

@@ -29,6 +29,7 @@ def test_init_writes_private_0600_and_public_apart(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert mode(tmp_path / "k" / "signing.key") == 0o600
     assert mode(tmp_path / "k" / "signing.pub") == 0o644
+    assert mode(tmp_path / "k" / "subject.secret") == 0o600  # in the first backup, too
     assert "PRIVATE" not in (tmp_path / "k" / "signing.pub").read_text()
     again = keys("init", "--key-dir", str(tmp_path / "k"))
     assert isinstance(again.exception, LedgerError) and "already exists" in str(again.exception)

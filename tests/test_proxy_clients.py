@@ -222,3 +222,17 @@ def test_error_in_the_middle_of_a_result(proxy: ProxyProc) -> None:
     (midway,) = [r for r in proxy.statements() if "midway" in r["statement"]]
     assert midway["status"] == "error" and midway["sqlstate"] == "22012"
     assert midway["rows"] == 4, "the rows sent before the error are counted"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text"), [("LATIN1", "café"), ("WIN1252", "€ 5"), ("LATIN9", "œuvre")]
+)
+def test_clients_in_other_encodings_are_read_in_theirs(
+    proxy: ProxyProc, encoding: str, text: str
+) -> None:
+    with psycopg.connect(proxy.dsn(), autocommit=True, client_encoding=encoding) as conn:
+        assert conn.execute(f"SELECT '{text}' AS t -- {encoding}").fetchone() == (text,)
+        with pytest.raises(psycopg.errors.UndefinedTable, match="é_missing"):
+            conn.execute("SELECT * FROM é_missing")
+    (row,) = [r for r in proxy.statements() if f"-- {encoding}" in (r["statement"] or "")]
+    assert text in row["statement"]  # stored as text, whatever the client's encoding

@@ -6,6 +6,7 @@ per-value work (masking, patterns, subject hashes). It never raises and does no 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ class StatementAnalysis:
     masked_fields: tuple[str, ...]
     subjects: tuple[str, ...]
     subjects_capped: bool
-    analysis: Literal["ok", "failed"]
+    analysis: Literal["ok", "failed", "skipped"]
 
 
 class _Masker:
@@ -209,13 +210,23 @@ class Analyzer:
         self._sensitive_names = frozenset(names)
 
     def analyze(
-        self, sql: str, params: Sequence[bytes | None] = (), param_formats: Sequence[int] = ()
+        self,
+        sql: str,
+        params: Sequence[bytes | None] = (),
+        param_formats: Sequence[int] = (),
+        *,
+        standard_strings: bool = True,
     ) -> StatementAnalysis:
-        """Never raises: on any internal error the statement comes back with everything masked."""
+        """Never raises: on any internal error the statement comes back with everything masked.
+
+        With standard_conforming_strings off a backslash escapes in plain strings, which the
+        shapes learned here do not model: such a statement is masked whole."""
         try:
+            if not standard_strings and "\\" in sql:
+                return self._fail_safe(sql, params, standard_strings=False)
             return self._analyze(sql, params, param_formats)
         except Exception:
-            return self._fail_safe(sql, params)
+            return self._fail_safe(sql, params, standard_strings=standard_strings)
 
     def _check_catalog(self) -> None:
         if self.catalog is not None and self.catalog.version != self._catalog_version:
@@ -262,8 +273,22 @@ class Analyzer:
         )
         return _result(compiled.shape, statement, values, m)
 
-    def _fail_safe(self, sql: str, params: Sequence[bytes | None]) -> StatementAnalysis:
-        key, literals, comments = split(sql)
+    def skipped(
+        self,
+        sql: str,
+        params: Sequence[bytes | None] = (),
+        param_formats: Sequence[int] = (),
+        *,
+        standard_strings: bool = True,
+    ) -> StatementAnalysis:
+        """A statement past the analysis budget: never parsed, every literal masked."""
+        result = self._fail_safe(sql, params, standard_strings=standard_strings)
+        return dataclasses.replace(result, analysis="skipped")
+
+    def _fail_safe(
+        self, sql: str, params: Sequence[bytes | None], *, standard_strings: bool = True
+    ) -> StatementAnalysis:
+        key, literals, comments = split(sql, standard_strings)
         shape = failed(Scan(sql, key, (), ()))
         m = _Masker(self.policy, self.subject_key, self._hasher, shape)
         values = tuple(None if p is None else "***" for p in params)

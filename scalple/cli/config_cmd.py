@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from scalple import config as cfg
+from scalple.tabular import Rows, report_console
 
 config_app = typer.Typer(
     name="config",
@@ -115,22 +114,19 @@ def show(
             )
         )
         return
-    console = Console(highlight=False)
+    console = report_console()
     source = settings.path or f"none ({cfg.default_config_path()} does not exist)"
-    console.print(f"Config file: {source}")
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("setting", "value", "from", "env var"):
-        table.add_column(column, overflow="fold")
-    for s, v in settings.items():
-        style = "" if v.origin == "default" else "bold"
-        table.add_row(
-            escape(f"[{s.section}] {s.name}"),
-            escape(_shown(s, v.value, settings)),
-            escape(_origin(v.origin)),
-            s.env,
-            style=style,
-        )
-    console.print(table)
+    console.print(f"Config file: {source}", markup=False)
+    items = list(settings.items())
+    rows = [
+        [f"[{s.section}] {s.name}", _shown(s, v.value, settings), _origin(v.origin), s.env]
+        for s, v in items
+    ]
+    styles = ["" if v.origin == "default" else "bold" for _, v in items]
+    console.print(
+        Rows(("setting", "value", "from", "env var"), rows, plain=True, heading="first",
+             row_styles=styles)
+    )  # fmt: skip
     for warning in unknown_env(dict(os.environ)):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
 from scalple.demo.run import Demo
+from scalple.tabular import report_console
 
 
 def demo(
@@ -22,7 +22,7 @@ def demo(
     small workload as Alice, Bob and an analyst, shows what pgAudit and Scalple each recorded, runs
     verify and dsar, and cleans up. Needs PostgreSQL server binaries and pgAudit.
     """
-    raise typer.Exit(Demo(Console(highlight=False), keep=keep).run())
+    raise typer.Exit(Demo(report_console(), keep=keep).run())
 
 
 def register(app: typer.Typer) -> None:

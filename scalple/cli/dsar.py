@@ -26,6 +26,7 @@ from scalple.dsar.render import (
 )
 from scalple.dsar.run import Request, run_actor, run_subject
 from scalple.errors import ScalpleError
+from scalple.tabular import report_console
 
 FORMATS = ("table", "json", "csv", "html")
 
@@ -121,11 +122,12 @@ def _actor(answer: object, fmt: str, out: Path | None) -> None:
 
 
 def _table(renderable: object, out: Path | None) -> None:
+    """Laid out for the terminal's width; into a pipe or --out file, see `report_console`."""
     if out is None:
-        Console(highlight=False).print(renderable)
+        report_console().print(renderable)
         return
     with out.open("w") as f:
-        Console(file=f, width=200, highlight=False).print(renderable)
+        report_console(f).print(renderable)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from scalple.ledger.keys import (
     public_pem,
     resolve_key_dir,
     rotate_keys,
+    subject_secret,
 )
 from scalple.ledger.layout import os_errors
 
@@ -30,13 +31,19 @@ def _key_dir(key_dir: Path | None, config: Path | None) -> tuple[Path, cfg.Confi
 
 @keys_app.command()
 def init(key_dir: Path | None = KeyDir, config: Path | None = Config) -> None:
-    """Create a signing key (private 0600) and its public key."""
+    """Create a signing key (private 0600), its public key, and the subject secret (0600).
+
+    Back up the whole directory now: without the subject secret no `dsar --subject` can find
+    anyone in what was recorded, and the public key is what `verify` trusts.
+    """
     directory, _ = _key_dir(key_dir, config)
     with os_errors(f"using key directory {directory}"):
         key = create_keys(directory)
+        subject_secret(directory)  # made now, not at the first serve, so one backup has it all
     typer.echo(
-        f"created signing key {key.id} in {directory}\n"
-        f"public key: {directory / PUBLIC_KEY} (keep a copy elsewhere for verify)"
+        f"created signing key {key.id} and subject secret in {directory}\n"
+        f"public key: {directory / PUBLIC_KEY} (keep a copy elsewhere for verify)\n"
+        f"back up {directory} somewhere safe: see README, 'Keys and backups'"
     )
 
 

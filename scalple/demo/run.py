@@ -20,12 +20,13 @@ import psycopg
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from scalple import config as cfg
 from scalple.demo.trails import Pair, pair, parse_pgaudit, scalple_statements
 from scalple.errors import SandboxError
 from scalple.sandbox import INSTALL_HINT, Sandbox, free_port, pgbouncer_binary, postgres_bindir
+from scalple.tabular import UNBOUNDED, Column, Rows, hang
 
 APP = "shop-web"
 ANSWER_SECONDS = 30  # longest the demo waits for one statement through the proxy
@@ -312,10 +313,15 @@ class Demo:
             for con, who, sql in steps:
                 with _answer_within(ANSWER_SECONDS, stack, sql):
                     con.execute(sql.encode())
-                self.say(f"  {who:<22} [dim]{channel[id(con)]:<15}[/] {escape(sql)}")
+                self._step(who, channel[id(con)], sql)
         finally:
             for con in (alice, bob, analyst):
                 con.close()
+
+    def _step(self, who: str, channel: str, sql: str) -> None:
+        """One statement of the workload; a long one wraps under itself, not under the name."""
+        lead = Text.assemble(f"  {who:<22} ", (f"{channel:<15}", "dim"), " ")
+        self.out.print(hang(self.out, lead, sql))
 
     def _leak(self, stack: Stack) -> None:
         if not stack.bouncer:
@@ -332,7 +338,7 @@ class Demo:
                 for sql in stmts:
                     con.execute(sql.encode())
                     stack.leaked.append(sql)
-                    self.say(f"  {who:<22} [dim]{'(direct)':<15}[/] {escape(sql)}")
+                    self._step(who, "(direct)", sql)
 
     # -- the two trails -----------------------------------------------------------------------
 
@@ -371,15 +377,7 @@ class Demo:
         ]
         audit = parse_pgaudit(stack.sandbox.postgres_log(), {APP, NOTEBOOK})
         pairs = pair(statements, audit, [s for s in stack.leaked if not s.startswith("SET ")])
-        table = Table(
-            title="Who ran what: pgAudit's log vs Scalple's ledger",
-            show_lines=False,
-            title_justify="left",
-            expand=False,
-        )
-        table.add_column("statement", overflow="fold", max_width=60)
-        table.add_column("pgAudit says", no_wrap=True)
-        table.add_column("Scalple says", no_wrap=True)
+        rows: list[list[str | Text]] = []
         for p in pairs:
             scalple = (
                 f"[green]{escape(p.actor)}[/] [dim]({p.identity_source})[/]"
@@ -388,8 +386,12 @@ class Demo:
                 if p.identity_source is None
                 else "[yellow]unattributed[/]"
             )
-            table.add_row(escape(p.statement), escape(p.pgaudit_user or "(no line)"), scalple)
-        self.out.print()
+            rows.append([p.statement, p.pgaudit_user or "(no line)", Text.from_markup(scalple)])
+        table = Rows(
+            [Column("statement", long=True), "pgAudit says", "Scalple says"],
+            rows,
+            title="Who ran what: pgAudit's log vs Scalple's ledger",
+        )
         self.out.print(table)
         seen = [p for p in pairs if p.identity_source is not None]
         named = [p for p in seen if p.actor]
@@ -467,20 +469,20 @@ class Demo:
             self._run_cli([name, *args], stack.config)
 
     def _run_cli(self, args: list[str], config: Path) -> None:
-        self.say(f"  $ scalple {escape(' '.join(args))}")
+        # A command line is for copying: the terminal may wrap it, rich does not.
+        self.out.print(f"  $ scalple {' '.join(args)}", markup=False, soft_wrap=True)
+        env = {**os.environ, "SCALPLE_CONFIG": str(config)}
+        if self.out.width < UNBOUNDED:  # laid out for the width left after the indent below
+            env["COLUMNS"] = str(max(40, self.out.width - 4))
         proc = subprocess.run(
             [sys.executable, "-m", "scalple", *args],
             capture_output=True,
             text=True,
             timeout=120,
-            env={
-                **os.environ,
-                "SCALPLE_CONFIG": str(config),
-                "COLUMNS": str(max(60, self.out.width - 4)),
-            },  # indented by 4 below
+            env=env,
         )
-        for line in (proc.stdout + proc.stderr).rstrip().splitlines():
-            self.out.print("    " + line, markup=False, highlight=False)
+        output = (proc.stdout + proc.stderr).rstrip()
+        self.out.print(hang(self.out, "    ", output))
         self.say(f"  [dim](exit status {proc.returncode})[/]")
 
 

@@ -9,12 +9,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console, Group
-from rich.table import Table
+from rich.console import Group
 from rich.text import Text
 
 from scalple.dsar.proof import Coverage, Verification
 from scalple.dsar.query import Access, ActorAnswer, SubjectAnswer
+from scalple.tabular import Column, Fields, Rows
 
 
 def when(ts: int | None) -> str:
@@ -132,40 +132,43 @@ def _who(actor: str | None, source: str) -> str:
     return f"{actor or '(unknown)'} [{source}]"
 
 
+SUBJECT_COLUMNS = (
+    "when", "who", "from", "class", "tables / columns", "rows", "status", "seen in", "event id",
+    Column("statement", long=True),
+)  # fmt: skip
+
+
+def _access_row(a: Access) -> list[str]:
+    return [
+        when(a.ts),
+        _who(a.actor, a.identity_source),
+        f"{a.client_addr or '-'} {a.application_name or ''}".strip(),
+        a.audit_class or "-",
+        ", ".join(a.tables) + ("\n" + ", ".join(a.columns) if a.columns else ""),
+        "-" if a.rows is None else str(a.rows),
+        a.status + (f" {a.sqlstate}" if a.sqlstate else ""),
+        ", ".join(a.seen_in),
+        f"{a.event_id} (seq {a.seq})",
+        a.statement or "-",
+    ]
+
+
 def subject_table(ans: SubjectAnswer) -> Group:
+    """For people: a table when the width allows, one block per access when not."""
     asked = ", ".join(k.label for k in ans.subjects)
-    head = Text.assemble(
-        ("Accesses to ", "bold"),
-        (asked, "bold cyan"),
-        f": {len(ans.accesses)}\n",
-        f"ledger: {_range(ans.coverage)}\n",
-        f"verification: {ans.verification.summary()}\n",
-        f"index: {ans.index}",
+    head = Group(
+        Text.assemble(("Accesses to ", "bold"), (asked, "bold cyan"), f": {len(ans.accesses)}"),
+        Fields(
+            [
+                ("ledger", _range(ans.coverage)),
+                ("verification", ans.verification.summary()),
+                ("index", ans.index),
+            ]
+        ),
     )
-    table = Table(show_lines=False, expand=True)
-    for col in ("when", "who", "from", "class", "tables / columns", "rows", "status", "seen in",
-                "statement", "event id"):  # fmt: skip
-        table.add_column(col, overflow="fold")
-    for a in ans.accesses:
-        table.add_row(
-            when(a.ts),
-            _who(a.actor, a.identity_source),
-            f"{a.client_addr or '-'} {a.application_name or ''}".strip(),
-            a.audit_class or "-",
-            ", ".join(a.tables) + ("\n" + ", ".join(a.columns) if a.columns else ""),
-            "-" if a.rows is None else str(a.rows),
-            a.status + (f" {a.sqlstate}" if a.sqlstate else ""),
-            ", ".join(a.seen_in),
-            a.statement or "",
-            f"{a.event_id} (seq {a.seq})",
-        )
-    return Group(head, table) if ans.accesses else Group(head, Text("no accesses found"))
-
-
-def print_renderable(obj: Any, console: Console | None = None) -> str:
-    console = console or Console(width=200, record=True, file=io.StringIO())
-    console.print(obj)
-    return console.export_text()
+    if not ans.accesses:
+        return Group(head, Text("no accesses found"))
+    return Group(head, Rows(SUBJECT_COLUMNS, [_access_row(a) for a in ans.accesses]))
 
 
 # -- actor ---------------------------------------------------------------------------------------
@@ -200,13 +203,10 @@ def actor_json(ans: ActorAnswer) -> dict[str, Any]:
     }
 
 
-def _rows_table(title: str, rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> Table:
-    t = Table(title=title, title_justify="left", expand=False)
-    for c in cols:
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*(_cell(r.get(c if c != "ts" else "ts_start"), c) for c in cols))
-    return t
+def _rows_table(title: str, rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> Rows:
+    columns = [Column(c, long=c == "statement") for c in cols]
+    cells = [[_cell(r.get(c if c != "ts" else "ts_start"), c) for c in cols] for r in rows]
+    return Rows(columns, cells, title=title)
 
 
 def _cell(v: Any, col: str) -> str:
@@ -220,25 +220,24 @@ def _cell(v: Any, col: str) -> str:
 
 
 def actor_table(ans: ActorAnswer) -> Group:
-    head = Text.assemble(
-        ("Everything ", "bold"),
-        (ans.actor, "bold cyan"),
-        (f" did: {ans.total} statements\n", "bold"),
-        f"ledger: {_range(ans.coverage)}\n",
-        f"verification: {ans.verification.summary()}",
-    )
+    head = Group(
+        Text.assemble(("Everything ", "bold"), (ans.actor, "bold cyan"),
+                      (f" did: {ans.total} statements", "bold")),
+        Fields([("ledger", _range(ans.coverage)),
+                ("verification", ans.verification.summary())]),
+    )  # fmt: skip
     return Group(
         head,
         _rows_table("Per day", ans.days,
                     ("day", "statements", "distinct_subjects", "rows", "errors")),
         _rows_table("Tables", ans.tables, ("table_name", "statements", "rows")),
         _rows_table(f"Bulk reads (newest {ans.limit})", ans.bulk_reads,
-                    ("ts", "rows", "subjects", "tables", "statement", "event_id")),
+                    ("ts", "rows", "subjects", "tables", "event_id", "statement")),
         _rows_table(f"Errors (newest {ans.limit})", ans.errors,
-                    ("ts", "status", "sqlstate", "statement", "event_id")),
+                    ("ts", "status", "sqlstate", "event_id", "statement")),
         _rows_table(f"Statements (newest {ans.limit})", ans.statements,
                     ("ts", "identity_source", "client_addr", "audit_class", "tables", "rows",
-                     "status", "subjects", "statement", "event_id")),
+                     "status", "subjects", "event_id", "statement")),
     )  # fmt: skip
 
 

@@ -4,6 +4,7 @@ encode what the proxy says itself. Bytes in, values out; no sockets.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Final, NamedTuple
@@ -15,6 +16,84 @@ SSL_REQUEST: Final = 80877103
 GSSENC_REQUEST: Final = 80877104
 CANCEL_REQUEST: Final = 80877102
 MAX_STARTUP_BYTES: Final = 10_000
+
+
+class Front:
+    """Frontend (client → server) message types."""
+
+    BIND: Final = 0x42  # B
+    CLOSE: Final = 0x43  # C
+    COPY_DATA: Final = 0x64  # d
+    COPY_DONE: Final = 0x63  # c
+    COPY_FAIL: Final = 0x66  # f
+    DESCRIBE: Final = 0x44  # D
+    EXECUTE: Final = 0x45  # E
+    FLUSH: Final = 0x48  # H
+    FUNCTION_CALL: Final = 0x46  # F
+    PARSE: Final = 0x50  # P
+    PASSWORD: Final = 0x70  # p (password, SASL responses)
+    QUERY: Final = 0x51  # Q
+    SYNC: Final = 0x53  # S
+    TERMINATE: Final = 0x58  # X
+
+
+class Back:
+    """Backend (server → client) message types."""
+
+    AUTHENTICATION: Final = 0x52  # R
+    BACKEND_KEY: Final = 0x4B  # K
+    BIND_COMPLETE: Final = 0x32  # 2
+    CLOSE_COMPLETE: Final = 0x33  # 3
+    COMMAND_COMPLETE: Final = 0x43  # C
+    COPY_BOTH: Final = 0x57  # W
+    COPY_DATA: Final = 0x64  # d
+    COPY_IN: Final = 0x47  # G
+    COPY_OUT: Final = 0x48  # H
+    DATA_ROW: Final = 0x44  # D
+    EMPTY_QUERY: Final = 0x49  # I
+    ERROR: Final = 0x45  # E
+    FUNCTION_RESULT: Final = 0x56  # V
+    NO_DATA: Final = 0x6E  # n
+    NOTICE: Final = 0x4E  # N
+    PARAMETER_DESCRIPTION: Final = 0x74  # t
+    PARAMETER_STATUS: Final = 0x53  # S
+    PARSE_COMPLETE: Final = 0x31  # 1
+    PORTAL_SUSPENDED: Final = 0x73  # s
+    READY: Final = 0x5A  # Z
+    ROW_DESCRIPTION: Final = 0x54  # T
+
+
+PASSWORD: Final = Front.PASSWORD
+
+# PostgreSQL's client encodings and the Python codec that reads each. SQL_ASCII is bytes with no
+# meaning above 0x7F: latin-1 keeps each byte as one character, as the server's scanner does.
+ENCODINGS: Final = {
+    "UTF8": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1", "LATIN2": "iso8859-2",
+    "LATIN3": "iso8859-3", "LATIN4": "iso8859-4", "LATIN5": "iso8859-9", "LATIN6": "iso8859-10",
+    "LATIN7": "iso8859-13", "LATIN8": "iso8859-14", "LATIN9": "iso8859-15",
+    "LATIN10": "iso8859-16", "ISO_8859_5": "iso8859-5", "ISO_8859_6": "iso8859-6",
+    "ISO_8859_7": "iso8859-7", "ISO_8859_8": "iso8859-8", "WIN866": "cp866", "WIN874": "cp874",
+    "WIN1250": "cp1250", "WIN1251": "cp1251", "WIN1252": "cp1252", "WIN1253": "cp1253",
+    "WIN1254": "cp1254", "WIN1255": "cp1255", "WIN1256": "cp1256", "WIN1257": "cp1257",
+    "WIN1258": "cp1258", "KOI8R": "koi8-r", "KOI8U": "koi8-u", "EUC_JP": "euc_jp",
+    "EUC_KR": "euc_kr", "EUC_CN": "gb2312", "SJIS": "shift_jis", "BIG5": "big5", "GBK": "gbk",
+    "GB18030": "gb18030", "UHC": "cp949", "JOHAB": "johab", "EUC_JIS_2004": "euc_jis_2004",
+    "SHIFT_JIS_2004": "shift_jis_2004",
+}  # fmt: skip
+
+
+def python_encoding(pg_name: str) -> str | None:
+    """The codec for a PostgreSQL client_encoding name (any spelling the server accepts)."""
+    key = pg_name.upper().replace("-", "").replace("_", "")
+    for name, codec_name in ENCODINGS.items():
+        if name.replace("_", "") == key:
+            return codec_name
+    aliases = {"UNICODE": "utf-8", "WIN": "cp1251", "ALT": "cp866", "SHIFTJIS": "shift_jis"}
+    return aliases.get(key)
+
+
+Body = bytes | memoryview  # a message's payload; a memoryview for a large one, not copied
+_NUL = re.compile(b"\x00")
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
@@ -33,13 +112,14 @@ class ProtocolViolation(ScalpleError):
 class Frame(NamedTuple):
     """One message, or one piece of a message too large to hold.
 
-    `body` is the payload when the whole message is here and small enough to inspect, else None.
-    `raw` is exactly the bytes to forward for this frame. `final` is False for all but the last
-    piece of a streamed message.
+    `body` is the payload when the whole message is here and small enough to inspect, else None
+    (a message larger than the inspect limit that is held whole anyway — a statement — has a
+    memoryview into `raw` as its body, so it is not copied). `raw` is exactly the bytes to
+    forward for this frame. `final` is False for all but the last piece of a streamed message.
     """
 
     type: int
-    body: bytes | None
+    body: Body | None
     raw: bytes
     final: bool = True
 
@@ -49,15 +129,22 @@ class Framer:
 
     Messages of `whole_types` are always held until complete (they are audited) and refused past
     `max_size`; any other message larger than `inspect_limit` streams through in pieces so that
-    no large row or COPY chunk is ever held in memory whole.
+    no large row or COPY chunk is ever held in memory whole. An incomplete message is kept as
+    a list of the pieces received and joined once, when its last byte arrives: linear in its
+    size however finely it is cut.
     """
 
-    __slots__ = ("_buf", "_left", "_stream_type", "inspect_limit", "max_size", "whole_types")
+    __slots__ = (
+        "_left", "_need", "_parts", "_stream_type", "_tail", "inspect_limit", "max_size",
+        "whole_types",
+    )  # fmt: skip
 
     def __init__(
         self, *, whole_types: bytes = b"", max_size: int = 1 << 30, inspect_limit: int = 1 << 20
     ) -> None:
-        self._buf = b""
+        self._parts: list[bytes] = []  # an incomplete message, as received
+        self._tail = 0  # bytes in _parts
+        self._need = 0  # bytes _parts must reach before it can be read again
         self._left = 0
         self._stream_type = 0
         self.whole_types = frozenset(whole_types)
@@ -67,7 +154,12 @@ class Framer:
     @property
     def pending(self) -> int:
         """Bytes held back: an incomplete message, or what remains of a streamed one."""
-        return len(self._buf) + self._left
+        return self._tail + self._left
+
+    @property
+    def awaited(self) -> int:
+        """The size of the incomplete message held back (0 when none is)."""
+        return self._need if self._parts else 0
 
     def feed(self, data: bytes) -> list[Frame]:
         frames: list[Frame] = []
@@ -76,8 +168,17 @@ class Framer:
             self._left -= n
             frames.append(Frame(self._stream_type, None, data[:n], self._left == 0))
             data = data[n:]
-        buf = self._buf + data if self._buf else data
+        if self._parts:
+            self._parts.append(data)
+            self._tail += len(data)
+            if self._tail < self._need:
+                return frames
+            buf = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+            self._parts, self._tail, self._need = [], 0, 0
+        else:
+            buf = data
         pos, end = 0, len(buf)
+        inspect_limit = self.inspect_limit
         while end - pos >= 5:
             mtype = buf[pos]
             length = _U32.unpack_from(buf, pos + 1)[0]
@@ -85,7 +186,11 @@ class Framer:
                 raise ProtocolViolation(f"invalid message length {length} for type {chr(mtype)!r}")
             stop = pos + 1 + length
             if stop <= end:
-                frames.append(Frame(mtype, buf[pos + 5 : stop], buf[pos:stop]))
+                raw = buf[pos:stop]
+                if length <= inspect_limit:
+                    frames.append(Frame(mtype, raw[5:], raw))
+                else:
+                    frames.append(Frame(mtype, memoryview(raw)[5:], raw))
                 pos = stop
                 continue
             if mtype in self.whole_types:
@@ -93,14 +198,19 @@ class Framer:
                     raise ProtocolViolation(
                         f"message of {length} bytes exceeds the limit of {self.max_size}", "54000"
                     )
+                self._need = 1 + length
                 break
-            if length <= self.inspect_limit:
+            if length <= inspect_limit:
+                self._need = 1 + length
                 break
             self._stream_type = mtype
             self._left = stop - end
             frames.append(Frame(mtype, None, buf[pos:end], False))
             pos = end
-        self._buf = buf[pos:] if pos < end else b""
+        if pos < end:
+            self._parts = [buf[pos:]]
+            self._tail = end - pos
+            self._need = self._need or 5
         return frames
 
 
@@ -154,28 +264,34 @@ def message(mtype: bytes, body: bytes) -> bytes:
     return _HEADER.pack(mtype, len(body) + 4) + body
 
 
-def cstring(body: bytes, pos: int) -> tuple[str, int]:
+def cstring(body: Body, pos: int, encoding: str = "utf-8") -> tuple[str, int]:
     """The NUL-terminated string at `pos` and the position after it."""
-    end = body.find(b"\x00", pos)
+    if type(body) is bytes:
+        end = body.find(b"\x00", pos)
+    else:
+        found = _NUL.search(body, pos)
+        end = found.start() if found else -1
     if end < 0:
         raise ProtocolViolation("string field is not NUL-terminated")
     try:
-        return body[pos:end].decode(), end + 1
+        return str(body[pos:end], encoding), end + 1
     except UnicodeDecodeError as exc:
-        raise ProtocolViolation("string field is not valid UTF-8") from exc
+        raise ProtocolViolation(
+            f"invalid byte sequence for the client encoding ({encoding})", "22021"
+        ) from exc
 
 
 # --- frontend messages --------------------------------------------------------------------
 
 
-def decode_query(body: bytes) -> str:
-    return cstring(body, 0)[0]
+def decode_query(body: Body, encoding: str = "utf-8") -> str:
+    return cstring(body, 0, encoding)[0]
 
 
-def decode_parse(body: bytes) -> tuple[str, str, tuple[int, ...]]:
+def decode_parse(body: Body, encoding: str = "utf-8") -> tuple[str, str, tuple[int, ...]]:
     """Parse: (statement name, query, parameter type OIDs)."""
-    name, pos = cstring(body, 0)
-    query, pos = cstring(body, pos)
+    name, pos = cstring(body, 0, encoding)
+    query, pos = cstring(body, pos, encoding)
     try:
         (n,) = _I16.unpack_from(body, pos)
         oids = struct.unpack_from(f"!{n}I", body, pos + 2) if n > 0 else ()
@@ -189,11 +305,13 @@ class Bind(NamedTuple):
     statement: str
     param_formats: tuple[int, ...]
     params: tuple[bytes | None, ...]
+    rest: int  # where the fields after the two names start
 
 
-def decode_bind(body: bytes) -> Bind:
-    portal, pos = cstring(body, 0)
-    statement, pos = cstring(body, pos)
+def decode_bind(body: Body, encoding: str = "utf-8") -> Bind:
+    portal, pos = cstring(body, 0, encoding)
+    statement, pos = cstring(body, pos, encoding)
+    rest = pos
     try:
         (nf,) = _I16.unpack_from(body, pos)
         formats = struct.unpack_from(f"!{nf}h", body, pos + 2) if nf > 0 else ()
@@ -209,40 +327,53 @@ def decode_bind(body: bytes) -> Bind:
                 continue
             if pos + ln > len(body):
                 raise ProtocolViolation("truncated Bind parameter")
-            params.append(body[pos : pos + ln])
+            params.append(bytes(body[pos : pos + ln]))
             pos += ln
     except struct.error as exc:
         raise ProtocolViolation("truncated Bind message") from exc
-    return Bind(portal, statement, tuple(formats), tuple(params))
+    return Bind(portal, statement, tuple(formats), tuple(params), rest)
 
 
-def decode_execute(body: bytes) -> tuple[str, int]:
-    portal, pos = cstring(body, 0)
+def encode_bind_renamed(body: Body, bind: Bind, statement: str, encoding: str = "utf-8") -> bytes:
+    """The Bind in `body` naming `statement` instead (the name the server knows it by)."""
+    names = bind.portal.encode(encoding) + b"\x00" + statement.encode(encoding) + b"\x00"
+    return message(b"B", names + body[bind.rest :])
+
+
+def decode_execute(body: Body, encoding: str = "utf-8") -> tuple[str, int]:
+    portal, pos = cstring(body, 0, encoding)
     if len(body) < pos + 4:
         raise ProtocolViolation("truncated Execute message")
     return portal, int(_I32.unpack_from(body, pos)[0])
 
 
-def decode_target(body: bytes) -> tuple[str, str]:
+def decode_target(body: Body, encoding: str = "utf-8") -> tuple[str, str]:
     """Describe/Close: ('S' or 'P', name)."""
-    if not body or body[:1] not in (b"S", b"P"):
+    kind = bytes(body[:1])
+    if kind not in (b"S", b"P"):
         raise ProtocolViolation("Describe/Close target must be 'S' or 'P'")
-    return body[:1].decode(), cstring(body, 1)[0]
+    return kind.decode(), cstring(body, 1, encoding)[0]
 
 
-def encode_query(sql: str) -> bytes:
-    return message(b"Q", sql.encode() + b"\x00")
+def encode_target(mtype: bytes, kind: str, name: str, encoding: str = "utf-8") -> bytes:
+    """A Describe (b"D") or Close (b"C") of statement ('S') or portal ('P') `name`."""
+    return message(mtype, kind.encode() + name.encode(encoding) + b"\x00")
 
 
-def encode_parse(name: str, sql: str, oids: Sequence[int] = ()) -> bytes:
-    body = name.encode() + b"\x00" + sql.encode() + b"\x00" + _I16.pack(len(oids))
+def encode_query(sql: str, encoding: str = "utf-8") -> bytes:
+    return message(b"Q", sql.encode(encoding) + b"\x00")
+
+
+def encode_parse(name: str, sql: str, oids: Sequence[int] = (), encoding: str = "utf-8") -> bytes:
+    body = name.encode(encoding) + b"\x00" + sql.encode(encoding) + b"\x00"
+    body += _I16.pack(len(oids))
     return message(b"P", body + b"".join(_U32.pack(o) for o in oids))
 
 
 # --- backend messages ---------------------------------------------------------------------
 
 
-def decode_error_fields(body: bytes) -> dict[str, str]:
+def decode_error_fields(body: bytes, encoding: str = "utf-8") -> dict[str, str]:
     fields: dict[str, str] = {}
     pos = 0
     while pos < len(body) and body[pos] != 0:
@@ -250,7 +381,7 @@ def decode_error_fields(body: bytes) -> dict[str, str]:
         end = body.find(b"\x00", pos + 1)
         if end < 0:
             break
-        fields[code] = body[pos + 1 : end].decode(errors="replace")
+        fields[code] = body[pos + 1 : end].decode(encoding, "replace")
         pos = end + 1
     return fields
 
@@ -262,6 +393,7 @@ def encode_error(
     severity: str = "ERROR",
     hint: str | None = None,
     notice: bool = False,
+    encoding: str = "utf-8",
 ) -> bytes:
     fields: Iterable[tuple[bytes, str]] = [
         (b"S", severity),
@@ -271,8 +403,8 @@ def encode_error(
     ]
     if hint:
         fields = [*fields, (b"H", hint)]
-    body = b"".join(code + value.encode() + b"\x00" for code, value in fields) + b"\x00"
-    return message(b"N" if notice else b"E", body)
+    body = b"".join(code + value.encode(encoding, "replace") + b"\x00" for code, value in fields)
+    return message(b"N" if notice else b"E", body + b"\x00")
 
 
 def encode_ready(status: str) -> bytes:
@@ -287,9 +419,9 @@ def encode_backend_key(pid: int, key: int) -> bytes:
     return message(b"K", _I32.pack(pid) + _I32.pack(key))
 
 
-def decode_parameter_status(body: bytes) -> tuple[str, str]:
-    name, pos = cstring(body, 0)
-    return name, cstring(body, pos)[0]
+def decode_parameter_status(body: bytes, encoding: str = "utf-8") -> tuple[str, str]:
+    name, pos = cstring(body, 0, encoding)
+    return name, cstring(body, pos, encoding)[0]
 
 
 def decode_command_tag(body: bytes) -> str:

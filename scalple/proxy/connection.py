@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from scalple.proxy import codec
-from scalple.proxy.session import Session, Step
+from scalple.proxy.session import OFF_LOOP_BYTES, Phase, Session, Step
 
 if TYPE_CHECKING:
     from scalple.proxy.server import Proxy
@@ -46,7 +47,7 @@ class ClientConnection(asyncio.Protocol):
         self._pauses: set[str] = set()
         self._stall: asyncio.TimerHandle | None = None
         self._login: asyncio.TimerHandle | None = None
-        self._registered = False
+        self._busy = False  # a worker thread is reading this connection's message
 
     # --- asyncio callbacks ---------------------------------------------------------------------
 
@@ -77,17 +78,48 @@ class ClientConnection(asyncio.Protocol):
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
-        assert self.session is not None
-        try:
-            step = self.session.client_data(data)
-        except codec.ProtocolViolation as exc:
-            self.fail(exc.sqlstate, f"scalple: {exc}", warn=True)
+        session = self.session
+        assert session is not None
+        if len(data) > OFF_LOOP_BYTES or session.completes_large(len(data), OFF_LOOP_BYTES):
+            self._read_off_loop(lambda: session.client_data(data))
             return
-        except Exception:  # the proxy never goes down for one client's sake
-            log.exception("internal error on a client connection")
-            self.fail("XX000", "scalple: internal error; connection closed")
+        try:
+            step = session.client_data(data)
+        except Exception as exc:
+            self._unreadable(exc)
             return
         self._handle(step)
+
+    def _unreadable(self, exc: BaseException) -> None:
+        if isinstance(exc, codec.ProtocolViolation):
+            self.fail(exc.sqlstate, f"scalple: {exc}", warn=True)
+        else:  # the proxy never goes down for one client's sake
+            log.error("internal error on a client connection", exc_info=exc)
+            self.fail("XX000", "scalple: internal error; connection closed")
+
+    def _read_off_loop(self, read: Callable[[], Step]) -> None:
+        """A large message is read in a worker thread, so other clients are not kept waiting;
+        this connection stands still meanwhile (both ways), so the session is the thread's."""
+        self.pause("reading")
+        self._busy = True
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+        self.proxy.counts.offloaded += 1
+
+        def done(result: Step | BaseException) -> None:
+            self._busy = False
+            if self.closed:
+                self._closed_out()
+                return
+            if self.upstream is not None:
+                self.upstream.resume_reading()
+            if isinstance(result, BaseException):
+                self._unreadable(result)
+                return
+            self._handle(result)
+            self.resume("reading")
+
+        self.proxy.offload.submit(read, done)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -97,9 +129,14 @@ class ClientConnection(asyncio.Protocol):
             self._login.cancel()
         if self.upstream is not None:
             self.upstream.close()
+        if not self._busy:  # else the worker reading for it finishes first
+            self._closed_out()
+
+    def _closed_out(self) -> None:
         if self.session is not None:
             self.proxy.record(self.session.close_out())
-            self.proxy.by_key.pop(self.session.client_key, None)
+            if self.session.client_key is not None:
+                self.proxy.by_key.pop(self.session.client_key, None)
         self.proxy.connections.discard(self)
         self.proxy.counts.connections_open -= 1
 
@@ -115,7 +152,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _handle(self, step: Step) -> None:
         if step.client and self.transport is not None:
-            self.transport.write(b"".join(step.client))
+            self.transport.write(step.client[0] if len(step.client) == 1 else b"".join(step.client))
         if step.start_tls:
             self._start_tls()
             return
@@ -140,10 +177,11 @@ class ClientConnection(asyncio.Protocol):
         self.proxy.write_ahead(step.write_ahead, lambda error: self._durable(step, error))
 
     def _durable(self, step: Step, error: BaseException | None) -> None:
-        if error is not None and self.session is not None:
+        if error is not None:
             log.error("write-ahead failed, refusing statements: %s", error)
-            self.proxy.counts.refused += len(step.guarded)
-            self.session.refuse_unwritten(step, str(error))
+            self.proxy.counts.refused += len(step.write_ahead)
+            if step.unwritten is not None:
+                step.upstream = step.unwritten  # probes in place of every statement
         self._forward(step)
         self.resume("ledger")
 
@@ -156,10 +194,28 @@ class ClientConnection(asyncio.Protocol):
             )
         if step.records:
             self.proxy.record(step.records)
+        self._after(step)
+
+    def _after(self, step: Step) -> None:
+        """What a step tells the shell besides bytes."""
+        session = self.session
+        if step.release and session is not None:
+            self._read_off_loop(session.release)
+        if step.backend_key is not None and session is not None:
+            self.proxy.by_key[step.backend_key] = session
+        if step.ready and self._login is not None:
+            self._login.cancel()
+            self._login = None
+        if step.catalog_changed:
+            self.proxy.refresh_catalog()
         if step.close:
             self.close()
-        else:
-            self._arm_stall()
+            return
+        self._arm_stall()
+        if session is not None and session.held_bytes > HOLD_LIMIT:
+            self._pause_socket()  # the client runs ahead of the batch in flight
+        if self.draining and session is not None and session.idle:
+            self.fail("57P01", "scalple: terminating connection because the proxy is shutting down")
 
     def _start_tls(self) -> None:
         """Hand the socket to TLS: not one more byte may be read in the clear before it."""
@@ -227,26 +283,22 @@ class ClientConnection(asyncio.Protocol):
             return
         if step.client:
             self.transport.write(step.client[0] if len(step.client) == 1 else b"".join(step.client))
-        if step.upstream and self.upstream is not None:  # answers to the upstream's sign-in
+        if step.write_ahead:  # statements that waited behind the batch just answered
+            self._write_ahead(step)
+            return
+        if step.upstream and self.upstream is not None:
             self.upstream.write(b"".join(step.upstream))
         if step.records:
             self.proxy.record(step.records)
-        if self._login is not None and session.phase == "ready":
-            self._login.cancel()
-            self._login = None
-        if not self._registered and session.upstream_key is not None:
-            self.proxy.by_key[session.client_key] = session
-            self._registered = True
-        if session.ddl_done:
-            session.ddl_done = False
-            self.proxy.refresh_catalog()
-        if self.draining and session.idle:
-            self.fail("57P01", "scalple: terminating connection because the proxy is shutting down")
+        self._after(step)
+        if self._socket_paused and session.held_bytes <= HOLD_LIMIT and not self._pauses:
+            self._socket_paused = False
+            self.transport.resume_reading()
 
     def upstream_lost(self) -> None:
         if self.closed or self.session is None:
             return
-        if self.session.phase == "ready":
+        if self.session.phase is Phase.READY:
             self.fail("08006", "scalple: the upstream database closed the connection")
         else:
             self.close()
@@ -291,7 +343,7 @@ class ClientConnection(asyncio.Protocol):
         if "tls" in self._pauses and self.transport is not None:
             self.transport.close()  # mid-handshake: an error in the clear would mean nothing
             return
-        if self.session is not None and self.session.phase != "ready":
+        if self.session is not None and self.session.phase is not Phase.READY:
             self.fail(
                 "08P01",
                 f"scalple: not signed in within login_timeout ({self.proxy.login_timeout:g}s)",

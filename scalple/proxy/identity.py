@@ -13,29 +13,16 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote
 
-from pglast import parser as pg
-
 GUC: Final = "scalple.user"
 # What an identity SET becomes upstream: same command tag, same transaction semantics, no value.
 NEUTRAL_SET: Final = "SET scalple.noop TO DEFAULT"
 NEUTRAL_SET_LOCAL: Final = "SET LOCAL scalple.noop TO DEFAULT"
 
-_SET_RE = re.compile(
-    r"""^\s*(?:SET\s+(?P<scope>SESSION\s+|LOCAL\s+)?"?scalple\.user"?\s*(?:=|\bTO\b)\s*
-        (?P<value>'(?:[^']|'')*'|DEFAULT|[^\s;']+)
-      |RESET\s+"?scalple\.user"?)\s*;?\s*$""",
-    re.IGNORECASE | re.VERBOSE | re.DOTALL,
-)
-_MENTION_RE = re.compile(r"scalple\.user", re.IGNORECASE)
-_SET_CONFIG_RE = re.compile(r"set_config\s*\(\s*'scalple\.user'", re.IGNORECASE)
-_RESET_ALL_RE = re.compile(r"^\s*(?:RESET\s+ALL|DISCARD\s+ALL)\s*;?\s*$", re.IGNORECASE)
-_PAIR_RE = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*=\s*'((?:[^'\\]|\\.)*)'\s*(?:,|$)")
-_COMMENT_KEYS: Final = ("user", "actor", "scalple_user")
-_NO_IDENTITY_NEEDED = re.compile(
-    r"^\s*(?:BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|"
-    r"PREPARE\s+TRANSACTION|DISCARD|RESET\s+ALL)\b|^\s*;?\s*$",
-    re.IGNORECASE,
-)
+# sqlcommenter: the whole comment is key='value' pairs, comma-separated (values URL-encoded).
+_PAIR: Final = r"[A-Za-z_][\w.-]*\s*=\s*'(?:[^'\\]|\\.)*'"
+_COMMENTER_RE = re.compile(rf"\s*{_PAIR}(?:\s*,\s*{_PAIR})*\s*,?\s*")
+_PAIR_RE = re.compile(r"([A-Za-z_][\w.-]*)\s*=\s*'((?:[^'\\]|\\.)*)'")
+COMMENT_KEYS: Final = ("user", "actor", "scalple_user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,99 +38,38 @@ class Claim:
         return self.actor if self.actor and "@" in self.actor else None
 
 
-class IdentitySyntaxError(ValueError):
-    """A statement mentions scalple.user in a form we do not understand."""
-
-
-def parse_set(sql: str) -> Claim | None:
-    """`SET [SESSION|LOCAL] scalple.user = '…'` / `RESET scalple.user` as a claim; else None.
-
-    Raises IdentitySyntaxError for a statement that mentions scalple.user but is not such a SET:
-    forwarding it would leak the identity into the pooled server connection.
-    """
-    if not _MENTION_RE.search(sql):
-        return None
-    m = _SET_RE.match(sql)
-    if m is None:
-        if _SET_CONFIG_RE.search(sql):
-            raise IdentitySyntaxError(
-                "set_config('scalple.user', …) would stay on the pooled server connection and "
-                "name nobody here; use SET [LOCAL] scalple.user = 'name', which scalple answers"
-            )
-        if sql.lstrip()[:3].upper() in ("SET", "RES"):
-            raise IdentitySyntaxError(
-                "use SET [LOCAL] scalple.user = 'name' or RESET scalple.user, alone in a statement"
-            )
-        return None
-    value = m.group("value")
-    local = (m.group("scope") or "").strip().upper() == "LOCAL"
-    if value is None or value.upper() == "DEFAULT":
-        return Claim(None, "set", local)
-    if value.startswith("'"):
-        value = value[1:-1].replace("''", "'")
-    return Claim(value or None, "set", local)
-
-
-def is_reset_all(sql: str) -> bool:
-    return _RESET_ALL_RE.match(sql) is not None
-
-
-def needs_no_identity(sql: str) -> bool:
-    """Transaction control and empty statements touch no data and may run unattributed."""
-    return _NO_IDENTITY_NEEDED.match(sql) is not None
+class ConflictingClaims(ValueError):
+    """A statement's comments name more than one person."""
 
 
 def _pairs(text: str) -> str | None:
+    if _COMMENTER_RE.fullmatch(text) is None:
+        return None  # free text that happens to say user='x' is no claim
     for key, value in _PAIR_RE.findall(text):
-        if key in _COMMENT_KEYS:
+        if key in COMMENT_KEYS:
             return unquote(value.replace("\\'", "'")) or None
     return None
 
 
-def _comment_bodies_scanned(sql: str) -> list[str]:
-    raw = sql.encode()
-    try:
-        tokens = pg.scan(sql)
-    except Exception:
-        return []
-    return [
-        raw[t.start + 2 : t.end - 1].decode(errors="replace")
-        for t in tokens
-        if t.name == "C_COMMENT"
-    ]
+def comment_claim(sql: str, comments: list[int]) -> Claim | None:
+    """A sqlcommenter-style `/*user='alice%40corp.com'*/` in one of the statement's comments.
 
-
-def parse_comment(sql: str) -> Claim | None:
-    """A sqlcommenter-style `/*user='alice%40corp.com'*/` at the start or end of the statement.
-
-    Only real comments count, never text inside a string literal: the cheap path accepts a
-    comment that opens the statement or closes it with nothing but `;` after; anything less
-    clear-cut goes through PostgreSQL's own scanner.
+    `comments` are the (start, end) offsets the lexer found: only what the server reads as a
+    comment counts, never text inside a literal or a quoted name. Raises ConflictingClaims
+    when comments name different people.
     """
-    if "/*" not in sql:
-        return None
-    text = sql.strip().rstrip(";").rstrip()
-    bodies: list[str]
-    close = text.find("*/")
-    if text.startswith("/*") and close > 0 and "/*" not in text[2:close]:
-        bodies = [text[2:close]]
-        if text.endswith("*/") and text.rfind("/*") > close:
-            bodies += _comment_bodies_scanned(sql)
-    elif text.endswith("*/"):
-        start = text.rfind("/*")
-        line_start = text.rfind("\n", 0, start) + 1
-        inner = text[start + 2 : -2]
-        if "--" in text[line_start:start] or "/*" in inner or "*/" in inner:
-            bodies = _comment_bodies_scanned(sql)
-        else:
-            bodies = [inner]
-    else:
-        bodies = _comment_bodies_scanned(sql)
-    for body in bodies:
-        actor = _pairs(body)
-        if actor:
-            return Claim(actor, "comment")
-    return None
+    actor: str | None = None
+    for start, end in zip(comments[::2], comments[1::2], strict=True):
+        body = sql[start + 2 : end - 2] if sql[start + 1] == "*" else sql[start + 2 : end]
+        if "=" not in body:
+            continue
+        found = _pairs(body)
+        if found is None:
+            continue
+        if actor is not None and found != actor:
+            raise ConflictingClaims(f"comments name both {actor!r} and {found!r}")
+        actor = found
+    return Claim(actor, "comment") if actor else None
 
 
 def _split_options(options: str) -> list[str]:

@@ -42,6 +42,9 @@ class Counts:
     refused: int = 0
     connections_total: int = 0
     connections_open: int = 0
+    loop_lag: float = 0.0  # seconds the event loop was late over the last interval
+    loop_lag_max: float = 0.0
+    offloaded: int = 0  # messages read off the event loop (too large to read on it)
 
 
 def ledger_bytes(root: Path) -> int:
@@ -79,6 +82,19 @@ class _Collector(Collector):
         )
         yield GaugeMetricFamily(
             "scalple_ledger_bytes", "Bytes under the ledger directory", ledger_bytes(self.ledger)
+        )
+        yield GaugeMetricFamily(
+            "scalple_event_loop_lag_seconds",
+            "How late the event loop ran a timer, over the last interval",
+            c.loop_lag,
+        )
+        yield GaugeMetricFamily(
+            "scalple_event_loop_lag_max_seconds", "The most the event loop was late", c.loop_lag_max
+        )
+        yield CounterMetricFamily(
+            "scalple_offloaded_messages",
+            "Client messages too large to read on the event loop, read by a worker thread",
+            c.offloaded,
         )
 
 

@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import queue
 import signal
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -28,7 +30,7 @@ from scalple.ledger.keys import resolve_key_dir, subject_secret
 from scalple.proxy import codec
 from scalple.proxy.connection import ClientConnection
 from scalple.proxy.logs import setup_logging
-from scalple.proxy.metrics import Metrics
+from scalple.proxy.metrics import Counts, Metrics
 from scalple.proxy.people import Verifier, load_people
 from scalple.proxy.session import Policy, Session
 
@@ -88,6 +90,49 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+class Offload:
+    """Daemon threads that read messages too large to read on the event loop.
+
+    Daemon, so that SIGTERM's drain bound holds whatever they are doing: a statement still
+    being read has not been written ahead nor forwarded, so nothing is lost by stopping it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threads: int = 2) -> None:
+        self._loop = loop
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any], None]]] = (
+            queue.SimpleQueue()
+        )
+        for n in range(threads):
+            threading.Thread(target=self._work, name=f"scalple-read-{n}", daemon=True).start()
+
+    def submit(self, job: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        """Run `job` in a thread; `done(result or exception)` runs on the loop."""
+        self._jobs.put((job, done))
+
+    def _work(self) -> None:
+        while True:
+            job, done = self._jobs.get()
+            try:
+                result: Any = job()
+            except BaseException as exc:  # handed to `done`, which decides
+                result = exc
+            try:
+                self._loop.call_soon_threadsafe(done, result)
+            except RuntimeError:  # the loop is closed: the proxy has stopped
+                return
+
+
+async def watch_lag(counts: Counts, interval: float = 0.1) -> None:
+    """Measure how late the loop runs a timer: what every client waits for beyond its own."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(interval)
+        lag = max(0.0, loop.time() - start - interval)
+        counts.loop_lag = lag
+        counts.loop_lag_max = max(counts.loop_lag_max, lag)
+
+
 class Proxy:
     """Per-process state: settings, the ledger, the analyzer, and the live connections."""
 
@@ -111,6 +156,8 @@ class Proxy:
         self.by_key: dict[tuple[int, int], Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refreshing: asyncio.Task[None] | None = None
+        self.offload = Offload(self._loop)
+        self.spawn(watch_lag(self.counts))
 
     def apply(
         self,
@@ -133,6 +180,8 @@ class Proxy:
             people=people or {},
             people_role=str(config["people_role"]),
             people_password=str(config["people_password"]),
+            pool_mode=str(config["pool_mode"]),
+            analysis_max_bytes=int(config["analysis_max_bytes"]),
         )
 
     async def reload(self, load: Callable[[], Config]) -> None:
