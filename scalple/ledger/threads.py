@@ -1,5 +1,5 @@
-"""The ledger's helper threads: the syncer (one fdatasync for many waiters), the sealer, timers,
-the mender (writes again after a failure) and the follower (derived state after each seal).
+"""The ledger's helper threads: the sealer, timers, the mender (writes again after a failure)
+and followers (one fdatasync for all written since the last; derived state after each seal).
 
 They keep slow work off the event loop: an fdatasync, a DuckDB seal, a signed head, indexing,
 the wait for a journal to age or a disk to have room again. Waiters are futures on an event
@@ -60,38 +60,6 @@ def settle(targets: list[Any], error: BaseException | None) -> None:
             target.set_result(None)
         else:
             target.set_exception(error)
-
-
-class Syncer(threading.Thread):
-    """Runs fdatasync for every waiter whose bytes were written before it started."""
-
-    def __init__(self, sync: Callable[[], BaseException | None]) -> None:
-        super().__init__(name="scalple-fsync", daemon=True)
-        self._sync = sync
-        self._cond = threading.Condition()
-        self._waiters: list[Waiter] = []
-        self._stopping = False
-
-    def add(self, waiters: list[Waiter]) -> None:
-        with self._cond:
-            self._waiters.extend(waiters)
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self.join()
-
-    def run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._waiters and not self._stopping:
-                    self._cond.wait()
-                waiters, self._waiters = self._waiters, []
-                if not waiters and self._stopping:
-                    return
-            notify(waiters, self._sync())
 
 
 class Timer(threading.Thread):

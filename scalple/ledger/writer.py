@@ -6,12 +6,15 @@ flush for the next: everything staged meanwhile goes out in one write(). In "os"
 return after that write; in "fsync" mode the syncer thread's next fdatasync releases them all.
 Every `head_seconds` a thread signs the journal's durable head (scalple.ledger.heads).
 
-When a write or fdatasync fails (a full disk, a read-only remount), the waiters of what was not
-made durable are told so (their statements are refused) and the sink refuses the next ones at
-once; nothing is dropped from the chain: what was not durable and what arrives meanwhile is
-kept (up to `MAX_HELD_BYTES`) and the mender writes it again, the same bytes at the same place
-after cutting any partial write, with growing pauses, until it works. Then statements are
-accepted again and a system event says what happened.
+When a write or fdatasync fails (a full disk, no inode, an I/O error), every append not yet
+durable is looked at again: one with a waiter is dropped, and its waiter told so (the proxy
+refuses its statements and records them itself as refused: never twice, never lost); one
+without (an outcome, a system event) is chained again from the last durable record and kept.
+Until the mender thread has cut what the journal holds past that record, written what was
+kept and made it durable (trying again with growing pauses), appends with a waiter are refused
+at once and the others kept, up to `MAX_HELD_BYTES`. Then statements are accepted again and a
+system event says what happened. A signed head never covers more than was durable, so nothing
+it vouches for is ever taken back.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from scalple.ledger.keys import SigningKey, key_id
 from scalple.ledger.layout import Layout, fsync_path
 from scalple.ledger.recovery import Pending, State, recover, system_event
 from scalple.ledger.seal import Sealed
-from scalple.ledger.threads import Mender, Sealer, Syncer, Timer, Waiter, notify
+from scalple.ledger.threads import Follower, Mender, Sealer, Timer, Waiter, notify
 
 if TYPE_CHECKING:
     from scalple.ledger.derived import Derived
@@ -104,7 +107,7 @@ class LedgerSink:
         self._sealer.start()
         if derived is not None:
             derived.start()  # catches up on segments sealed before, off the event loop
-        self._syncer = Syncer(self._sync)
+        self._syncer = Follower("scalple-fsync", self._sync)
         self._syncer.start()
         self._mender = Mender(self._mend)
         self._mender.start()
@@ -113,7 +116,7 @@ class LedgerSink:
         self._header = Timer(max(0.01, head_seconds), self.sign_head)
         self._header.start()
         self._note_key(state, key)
-        if state.events:
+        if state.events:  # kept for the mender if the disk is full already
             self.append(state.events)
             self._flush()
         self.sign_head()  # what start-up kept is vouched for from the first moment
@@ -138,13 +141,19 @@ class LedgerSink:
         self._lock = threading.Lock()  # staging, writing and rotating the journal
         self._fd_lock = threading.Lock()  # the descriptor: an fdatasync, a swap, a rewrite
         self._staged: list[bytes] = []
-        self._waiters: list[Waiter] = []
         self._scheduled: set[asyncio.AbstractEventLoop] = set()
         self._seq, self._last_hash = state.next_seq, state.last_hash
+        # Appends not yet durable, in chain order, with their waiter (the first `_written` are
+        # in the file): what a failure looks at again. Waiters are settled from here only,
+        # outside the lock (`_release`): a callback may append again.
+        self._unsure: list[tuple[Sequence[AuditEvent], Waiter | None]] = []
+        self._written = 0
+        self._settle: list[tuple[list[Waiter], BaseException | None]] = []
         self._failed: BaseException | None = None
+        self._failures = 0  # failures so far: a sync started before one settles nothing
         self._failed_at = 0.0
         self._held = 0  # bytes staged while failed
-        self._refused = 0  # appends refused while failed
+        self._refused = 0  # appends with a waiter dropped or refused while failed
         self._closing = False
         self._lost = 0
         self._gen = 0  # changes when the descriptor changes or its file is rewritten
@@ -156,6 +165,8 @@ class LedgerSink:
             self.layout.journal(state.next_seq), state.next_seq, 0, last, last
         )
         self._fd = -1
+        self._size = 0
+        self._durable_at = (0, self._live.count, self._live.last_hash)
         self._open_live()
 
     def _open_live(self) -> None:
@@ -171,41 +182,48 @@ class LedgerSink:
             os.close(fd)
             raise
         self._fd = fd
-        self._size = self._durable_size = size  # recovery left it whole
-        self._unsynced: list[bytes] = []  # written since the last fdatasync ("fsync" mode)
+        self._size = size  # recovery left it whole
+        self._durable_at = (size, self._live.count, self._live.last_hash)
         self._opened = time.monotonic()
 
     # -- appending ----------------------------------------------------------------------------
 
     def append(self, events: Sequence[AuditEvent], waiter: Waiter | None = None) -> None:
-        """Stage `events` for the next flush; `waiter` is settled once they are durable.
+        """Stage `events` for the next flush; `waiter` is settled once they are durable, or
+        with an error once they never will be.
 
-        While writes fail, the events are still chained and kept for the mender, and with a
-        waiter LedgerUnavailable is raised at once: the caller refuses what they describe."""
+        While writes fail, events with a waiter are refused at once (LedgerUnavailable, nothing
+        chained: the caller refuses what they describe); others are chained and kept."""
         with self._lock:
             if self._closing:
                 raise LedgerUnavailable("the audit ledger is closed")
             failed = self._failed is not None
-            if failed and self._held >= MAX_HELD_BYTES:
-                self._lost += len(events)
-                lost = LedgerUnavailable(self._why() + "; too much is waiting to be written")
-                if self._lost == len(events):
-                    log.error("audit events are being lost: %s", lost)
-                raise lost
+            if failed and (waiter is not None or self._held >= MAX_HELD_BYTES):
+                self._refused += waiter is not None
+                self._lost += waiter is None
+                if self._lost == 1 and waiter is None:
+                    log.error("audit events are being lost: %s", self._why())
+                raise LedgerUnavailable(self._why())
+            # Chained here, not through `_chain`: the hot path, one call fewer per statement.
             seq, last, lines = self._seq, self._last_hash, list[bytes]()
             for event in events:
                 last = chain_into(lines, event, seq, last)
                 seq += 1
-            # Only now: an event that failed to encode must not leave a hole in the chain.
-            self._staged += lines
+            self._staged += lines  # only now: an event failing to encode leaves no hole
             self._seq, self._last_hash = seq, last
+            self._unsure.append((events, waiter))
             if failed:
                 self._held += sum(map(len, lines))
-                self._refused += waiter is not None
-            elif waiter is not None:
-                self._waiters.append(waiter)
-        if failed and waiter is not None:
-            raise LedgerUnavailable(self._why())
+
+    def _chain(self, events: Sequence[AuditEvent]) -> list[bytes]:
+        """Lock held: chain `events` on and stage them (as `append` does)."""
+        seq, last, lines = self._seq, self._last_hash, list[bytes]()
+        for event in events:
+            last = chain_into(lines, event, seq, last)
+            seq += 1
+        self._staged += lines
+        self._seq, self._last_hash = seq, last
+        return lines
 
     def _schedule(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if loop is None:
@@ -224,7 +242,8 @@ class LedgerSink:
         done: Callable[[BaseException | None], None] | None = None,
     ) -> None:
         """Stage `events`; `done(error)` runs on this event loop once they are durable (error
-        None) or cannot be. Without a task or future: the proxy's hot path."""
+        None) or cannot be, and then never will be. Without a task or future: the proxy's
+        hot path."""
         loop = asyncio.get_running_loop()
         try:
             self.append(events, (loop, done) if done is not None else None)
@@ -265,63 +284,91 @@ class LedgerSink:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        """Write everything staged with one write(); release or hand on its waiters."""
+    def _release(self) -> None:
+        """Settle what became durable or was dropped (lock not held: waiters may append)."""
+        if not self._settle:
+            return  # read without the lock: whoever adds to it calls this afterwards
         with self._lock:
-            waiters = self._waiters
-            self._waiters = []
-            if self._failed is not None:
-                error: BaseException | None = LedgerUnavailable(self._why())
-            else:
-                staged, self._staged = self._staged, []
-                error = self._write(staged) if staged else None
-                if error is None and self._due():
-                    self._rotate_or_fail()
-        if error is not None or not self._durable:
+            batches, self._settle = self._settle, []
+        for waiters, error in batches:
             notify(waiters, error)
-        elif waiters:
-            self._syncer.add(waiters)
 
-    def _write(self, staged: list[bytes]) -> BaseException | None:
+    def _flush(self) -> None:
+        """Write everything staged with one write(); in "fsync" mode, have it synced."""
+        with self._lock:
+            if self._failed is None and self._staged:
+                staged, self._staged = self._staged, []
+                if self._write(staged) and self._due():
+                    self._rotate_or_fail()
+            wrote = self._written > 0
+        if self._durable and wrote:
+            self._syncer.poke()
+        self._release()
+
+    def _write(self, staged: list[bytes]) -> bool:
         data = b"".join(staged)
         try:
             _write_all(self._fd, data)
         except OSError as exc:
-            self._staged[:0] = [data]  # the same bytes, at the same place, once writes work
-            self._held += len(data)
             self._fail(exc, "write")
-            return LedgerUnavailable(self._why())
+            return False
         self._size += len(data)
         self.writes += 1
-        if self._durable:
-            self._unsynced.append(data)
-        else:
-            self._durable_size = self._size
         self._live.count = self._seq - self._live.first_seq  # all staged is written now
         self._live.last_hash = self._last_hash
-        return None
+        self._written = len(self._unsure)
+        if not self._durable:
+            self._made_durable(self._written)
+        return True
+
+    def _made_durable(self, appends: int) -> None:
+        """Lock held: the first `appends` unsure appends, and all that was written, are
+        durable; their waiters are told so."""
+        if appends == len(self._unsure):
+            done, self._unsure = self._unsure, []
+        else:
+            done, self._unsure = self._unsure[:appends], self._unsure[appends:]
+        self._written -= appends
+        self._durable_at = (self._size, self._live.count, self._live.last_hash)
+        if waiters := [w for _, w in done if w is not None]:
+            self._settle.append((waiters, None))
 
     def _fail(self, exc: BaseException, doing: str) -> None:
-        """Lock held: refuse from now on, and have the mender try again."""
+        """Lock held: back to the last durable record; drop what had a waiter (told so), chain
+        again what had none; refuse from now on, and have the mender try again."""
         if self._failed is None:
+            self._failures += 1
             self._failed_at = time.time()
             log.error(
                 "audit journal %s failed: %s; refusing statements until it works again",
                 doing,
                 exc,
             )
+            _, count, last = self._durable_at
+            self._live.count, self._live.last_hash = count, last
+            self._seq, self._last_hash = self._live.first_seq + count, last
+            unsure, self._unsure, self._staged, self._written = self._unsure, [], [], 0
+            error = LedgerUnavailable(f"the audit journal cannot be written: {exc}")
+            dropped = [w for _, w in unsure if w is not None]
+            self._settle.append((dropped, error))
+            self._refused += len(dropped)
+            for events, waiter in unsure:
+                if waiter is None:
+                    self._held += sum(map(len, self._chain(events)))
+                    self._unsure.append((events, None))
             self._mender.wake()
         self._failed = exc
 
-    def _sync(self) -> BaseException | None:
-        """fdatasync what was written (syncer thread); None when it is durable."""
+    def _sync(self) -> None:
+        """fdatasync what was written (syncer thread) and tell its waiters."""
         with self._lock:
-            if self._failed is not None:
-                return LedgerUnavailable(self._why())
-            gen, n, size = self._gen, len(self._unsynced), self._size
+            if self._failed is not None or not self._written:
+                return
+            gen, failures, appends = self._gen, self._failures, self._written
+            written = (self._size, self._live.count, self._live.last_hash)
         with self._fd_lock:
             if self._gen != gen:
-                return None  # a rotation or the mender made it all durable meanwhile
+                return  # a rotation made it durable meanwhile, and told them
             try:
                 os.fdatasync(self._fd)
                 error: OSError | None = None
@@ -329,30 +376,31 @@ class LedgerSink:
             except OSError as exc:
                 error = exc
         with self._lock:
-            if error is None:
-                if self._gen == gen:
-                    del self._unsynced[:n]
-                    self._durable_size = max(self._durable_size, size)
-                return None
-            if self._gen == gen:
+            if self._failures != failures or self._gen != gen:
+                pass  # a failure (or rotation) meanwhile settled them already
+            elif error is not None:
                 self._fail(error, "fsync")
-            return LedgerUnavailable(self._why())
+            else:
+                done, self._unsure = self._unsure[:appends], self._unsure[appends:]
+                self._written -= appends
+                self._durable_at = written
+                self._settle.append(([w for _, w in done if w is not None], None))
+        self._release()
 
     def _mend(self) -> bool:
-        """One attempt to write again (mender thread): cut what a failed write may have left,
-        write again what was not durable and what waited, make it durable. True once it did."""
+        """One attempt to write again (mender thread): cut what the journal holds past the
+        last durable record, write what was kept, make it durable. True once it did."""
         with self._lock:
             if self._failed is None:
                 return True
             if self._closing:
                 return False
-            pending = self._unsynced + self._staged
-            data = b"".join(pending)
+            data = b"".join(self._staged)
             try:
                 with self._fd_lock:
                     if self._fd < 0:
                         self._open_live()  # a rotation could not start the next journal
-                    os.ftruncate(self._fd, self._durable_size)
+                    os.ftruncate(self._fd, self._durable_at[0])
                     _write_all(self._fd, data)
                     if self._durable:
                         os.fdatasync(self._fd)
@@ -360,22 +408,24 @@ class LedgerSink:
             except OSError as exc:
                 self._failed = exc
                 return False
-            self._size = self._durable_size = self._durable_size + len(data)
-            self._unsynced, self._staged = [], []
+            self._size = self._durable_at[0] + len(data)
+            self._staged = []
             self._live.count = self._seq - self._live.first_seq
             self._live.last_hash = self._last_hash
+            self._made_durable(len(self._unsure))
             error, since, refused, lost = self._failed, self._failed_at, self._refused, self._lost
             self._failed, self._held, self._refused, self._lost = None, 0, 0, 0
+        self._release()
         took = time.time() - since
         log.warning("audit journal writable again after %.1f s; accepting statements", took)
         detail = (
             f"ledger.recovery: the journal could not be written for {took:.1f} s from "
             f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))} ({error}); "
-            f"{refused} write-aheads were refused meanwhile (SQLSTATE 58030), their records "
-            "are written now"
+            f"{refused} write-aheads were refused meanwhile (SQLSTATE 58030), recorded by the "
+            "proxy as refused; the other records were kept and are written now"
         )
         if lost:
-            detail += f"; {lost} events could not be kept while waiting and are missing"
+            detail += f"; {lost} records could not be kept while waiting and are missing"
         self.record(system_event(detail))
         return True
 
@@ -393,29 +443,25 @@ class LedgerSink:
 
     def sign_head(self) -> None:
         """Sign the live journal's last durable seq and hash into its heads log (head thread,
-        start and close). The fdatasync first makes sure a head never vouches for a record a
-        power cut could take away, in "os" mode too."""
+        start and close). In "os" mode an fdatasync first makes what was written durable on
+        disk too, so a head never vouches for a record a power cut could take away."""
         with self._lock:
             live, gen = self._live, self._gen
-            seq = live.first_seq + live.count - 1
-            if self._failed is not None or self._fd < 0 or live.count == 0:
+            _, count, last_hash = self._durable_at
+            seq = live.first_seq + count - 1
+            if self._failed is not None or self._fd < 0 or count == 0:
                 return
             if (live.path.name, seq) == self._last_head:
                 return
-            last_hash = live.last_hash
-        with self._fd_lock:
-            if self._gen != gen:
-                return  # rotated or rewritten meanwhile: the next tick signs
-            try:
-                os.fdatasync(self._fd)
-                error: OSError | None = None
-            except OSError as exc:
-                error = exc
-        if error is not None:
-            with self._lock:
-                if self._gen == gen:
-                    self._fail(error, "fsync")
-            return
+        if not self._durable:
+            with self._fd_lock:
+                if self._gen != gen:
+                    return  # rotated meanwhile: the next tick signs
+                try:
+                    os.fdatasync(self._fd)
+                except OSError as exc:
+                    log.error("cannot sync the journal to sign its head: %s", exc)
+                    return
         head = sign_head(self._key, live.path, seq, last_hash)
         try:
             append_head(self.layout.heads(live.first_seq), head)
@@ -436,6 +482,7 @@ class LedgerSink:
         with self._lock:
             if self._failed is None and not self._closing and self._due():
                 self._rotate_or_fail()
+        self._release()
 
     def _rotate_or_fail(self) -> None:
         try:
@@ -448,14 +495,15 @@ class LedgerSink:
         with self._fd_lock:
             if self._durable:
                 os.fdatasync(self._fd)  # the sealer reads it; waiters may still be syncing
+            self._made_durable(self._written)
             fd, self._fd = self._fd, -1
             self._gen += 1
             os.close(fd)
-            self._unsynced, self._size, self._durable_size = [], 0, 0  # all in the old journal
             self._sealer.jobs.put(self._live)
             first = self._live.first_seq + self._live.count
             last = self._live.last_hash
             self._live = Pending(self.layout.journal(first), first, 0, last, last)
+            self._size, self._durable_at = 0, (0, 0, last)  # if the open fails, the mender's
             self._open_live()
 
     # -- closing ------------------------------------------------------------------------------
