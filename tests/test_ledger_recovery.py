@@ -41,13 +41,18 @@ def first_bad(capsys: pytest.CaptureFixture[str], tmp: Path) -> str:
     return f"{bad['where']}{at}: {bad['what']}"
 
 
-def written(tmp: Path, n: int = 5, *, sealed: int = 0) -> None:
-    """`sealed` sealed segments of 3 events, then `n` events left in the journal (a crash),
-    every one of them vouched for by a signed head."""
-    for _ in range(sealed):
+def sealed(tmp: Path, segments: int) -> None:
+    """`segments` sealed segments of 3 events each."""
+    for _ in range(segments):
         s = sink(tmp)
         s.append_sync([statement(i) for i in range(3)])
         s.close()
+
+
+def written(tmp: Path, n: int = 5, *, segments: int = 0) -> None:
+    """`segments` sealed segments of 3 events, then `n` events left in the journal (a crash),
+    every one of them vouched for by a signed head."""
+    sealed(tmp, segments)
     s = sink(tmp)
     s.append_sync([statement(i) for i in range(n)])
     s.sign_head()
@@ -104,7 +109,7 @@ def system(tmp: Path) -> str:
 def test_a_rechained_journal_fails_verify_and_is_never_sealed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: object
 ) -> None:
-    written(tmp_path, sealed=1)
+    written(tmp_path, segments=1)
     assert verify(capsys, tmp_path)["result"] == "intact"
     before = actors(tmp_path)
     rechained(journal(tmp_path), edit)
@@ -166,7 +171,7 @@ def test_a_forged_head_line_is_caught_and_the_records_kept(
 def test_the_live_journal_removed_while_its_heads_remain_is_caught(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    written(tmp_path, sealed=1)
+    written(tmp_path, segments=1)
     journal(tmp_path).unlink()
     assert "its journal is missing, but its signed heads remain" in first_bad(capsys, tmp_path)
     sink(tmp_path).close()
@@ -197,10 +202,7 @@ def test_damage_in_the_middle_is_kept_aside_not_taken_for_a_torn_tail(
 def test_a_segment_whose_checkpoint_and_journal_are_gone_is_kept_aside(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for _ in range(2):
-        s = sink(tmp_path)
-        s.append_sync([statement(i) for i in range(3)])
-        s.close()
+    sealed(tmp_path, 2)
     newest = Layout(tmp_path / "ledger").segments()[-1]
     newest.checkpoint.unlink()
     assert "segment has no checkpoint" in first_bad(capsys, tmp_path)
@@ -214,7 +216,7 @@ def test_a_segment_whose_checkpoint_and_journal_are_gone_is_kept_aside(
 def test_a_journal_that_does_not_continue_the_chain_is_kept_aside(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    written(tmp_path, sealed=2)
+    written(tmp_path, segments=2)
     last = Layout(tmp_path / "ledger").segments()[-1]
     last.checkpoint.unlink()
     last.parquet.unlink()  # a whole segment removed: the journal after it has nothing to follow
@@ -227,9 +229,7 @@ def test_a_journal_that_does_not_continue_the_chain_is_kept_aside(
 def test_a_leftover_journal_that_differs_from_its_sealed_segment_is_kept_aside(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    s = sink(tmp_path)
-    s.append_sync([statement(i) for i in range(3)])
-    s.close()
+    sealed(tmp_path, 1)
     other = [chain(statement(9), 1, GENESIS)[0]]
     Layout(tmp_path / "ledger").journal(1).write_bytes(b"".join(other))
     assert verify(capsys, tmp_path)["result"] == "intact"  # sealed seqs: readers skip it
@@ -241,10 +241,7 @@ def test_a_leftover_journal_that_differs_from_its_sealed_segment_is_kept_aside(
 def test_an_unreadable_newest_checkpoint_is_kept_aside_with_its_segment(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for _ in range(2):
-        s = sink(tmp_path)
-        s.append_sync([statement(i) for i in range(3)])
-        s.close()
+    sealed(tmp_path, 2)
     newest = Layout(tmp_path / "ledger").segments()[-1]
     newest.checkpoint.chmod(0o644)
     newest.checkpoint.write_bytes(b"not a checkpoint\n")
