@@ -68,10 +68,13 @@ def test_each_channel_attributes_interleaved_statements(
     assert after["actor"] == BOB, "SET LOCAL must end with its transaction"
     assert len({r["session_id"] for r in startup + comment + via_set}) == 3
 
-    # pgAudit, behind the pool, sees only the shared role for every one of these reads.
+    # pgAudit, behind the pool, sees only the shared role for every one of these reads (in this
+    # test's database: the oracle's other roles read a customers table of their own).
     log = sandbox.postgres_log()
     audited = [
-        line for line in log.splitlines() if "AUDIT" in line and "FROM customers WHERE id =" in line
+        line
+        for line in log.splitlines()
+        if "AUDIT" in line and " db=app " in line and "FROM customers WHERE id =" in line
     ]
     assert len(audited) >= 15
     assert all("user=app_user" in line for line in audited)

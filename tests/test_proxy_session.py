@@ -340,7 +340,7 @@ def test_behind_transaction_pooling_a_prepared_statement_is_parsed_again_where_i
     assert _sent(step) == [f"P:{server_name}:SELECT $1::int"]
     assert step.upstream[0][:1] == b"C"  # closed first: on the same connection, it exists
     answer = s.server_data(CLOSE_OK + PARSE_OK + BIND_OK + ROW + _done("SELECT 1"))
-    assert answer.client[0] == BIND_OK  # the client sees none of it
+    assert b"".join(answer.client).startswith(BIND_OK)  # the client sees none of it
     assert answer.records[0].status == "ok"
     step = s.client_data(_bind("", "_pg3_0", (b"8",)) + _execute() + SYNC)
     assert len(_sent(step)) == 1  # next transaction again

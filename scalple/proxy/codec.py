@@ -214,6 +214,50 @@ class Framer:
         return frames
 
 
+class Scan(NamedTuple):
+    """What `scan` found: `buf` to forward as it is, and where its messages are."""
+
+    buf: bytes
+    marks: list[int]  # type, start, end, bulk messages before it: four ints a message
+    bulk_after: int  # bulk messages after the last mark
+
+
+def scan(framer: Framer, data: bytes, bulk: frozenset[int]) -> Scan:
+    """Split `data` into messages without an object per message: bulk ones (DataRow, CopyData)
+    are only counted, every other complete one gets a mark. What `framer` holds back or streams
+    (an incomplete or very large message) goes through `Framer.feed` as usual."""
+    marks: list[int] = []
+    count = 0
+    pos, end = 0, len(data)
+    if not (framer._parts or framer._left):
+        unpack = _U32.unpack_from
+        limit = framer.inspect_limit
+        while end - pos >= 5:
+            mtype = data[pos]
+            length = unpack(data, pos + 1)[0]
+            stop = pos + 1 + length
+            if length < 4 or stop > end or length > limit:
+                break  # incomplete, too large to hold, or malformed: `feed` deals with it
+            if mtype in bulk:
+                count += 1
+            else:
+                marks += (mtype, pos, stop, count)
+                count = 0
+            pos = stop
+        if pos == end:
+            return Scan(data, marks, count)
+    pieces = [data[:pos]] if pos else []
+    for frame in framer.feed(data[pos:] if pos else data):
+        if frame.type in bulk:
+            count += frame.final
+        elif frame.body is not None:
+            marks += (frame.type, pos, pos + len(frame.raw), count)
+            count = 0
+        pieces.append(frame.raw)
+        pos += len(frame.raw)
+    return Scan(b"".join(pieces), marks, count)
+
+
 def read_startup(buf: bytes) -> tuple[int, bytes] | None:
     """An untyped startup-phase packet (length, code, payload) from the head of `buf`, or None."""
     if len(buf) < 8:

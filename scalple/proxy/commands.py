@@ -106,7 +106,7 @@ class Command:
 
     @property
     def tx_control(self) -> bool:
-        return self.kind.value in TX_CONTROL
+        return self.kind.value in TX_CONTROL  # by value: an Enum member hashes in Python
 
 
 PLAIN: Final = Command()

@@ -57,7 +57,8 @@ class Portal:
     committed: bool = False  # WITH HOLD, and its transaction committed
     by_sql: bool = False  # DECLARE, not Bind
     fields: tuple[Field, ...] | None = None
-    run: object | None = None  # the statement run a suspended Execute continues
+    run: object | None = None  # the statement run a later Execute continues
+    done: bool = False  # ran to completion: executing it again yields nothing
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ class Run:
         "carry",
         "command",
         "copy",
+        "done",
         "error",
         "event",
         "plan",
@@ -60,6 +61,7 @@ class Run:
         self.sqlstate: str | None = None
         self.error: str | None = None
         self.suspended = False
+        self.done = False  # its outcome is recorded
 
     def fail(self, status: Status, sqlstate: str | None, error: str | None) -> None:
         self.status, self.sqlstate, self.error = status, sqlstate, error
@@ -172,6 +174,7 @@ class Recorder:
         return run
 
     def outcome(self, run: Run, status: Status | None = None) -> AuditEvent:
+        run.done = True
         end = self.now_us()
         started = run.event.ts_start
         rows = run.rows if run.rows else (codec.tag_rows(run.tag) if run.tag else None)

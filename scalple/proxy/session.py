@@ -46,6 +46,8 @@ _WHOLE_CLIENT: Final = b"QPBEFDCSHXp"
 _WHOLE_SERVER: Final = b"RSKZTCEN123stnIGHWAVv"
 _EXTENDED: Final = frozenset(b"PBDECS")
 OFF_LOOP_BYTES: Final = 1 << 16  # a client message this large is read off the event loop
+_BULK: Final = frozenset((Back.DATA_ROW, Back.COPY_DATA))  # counted, not looked at
+_NO_BULK: Final = frozenset[int]()
 
 
 class Phase(enum.Enum):
@@ -72,8 +74,10 @@ class Owed(enum.Enum):
     FUNCTION = "function"
 
 
-_ENDS_BATCH: Final = frozenset({Owed.SYNC, Owed.QUERY, Owed.FUNCTION})
-_STATEMENT: Final = frozenset({Owed.EXECUTE, Owed.QUERY, Owed.FUNCTION})
+# Tuples, not sets: `in` on a tuple compares by identity, while a set hashes, and an Enum's
+# hash is a Python-level call.
+_ENDS_BATCH: Final = (Owed.SYNC, Owed.QUERY, Owed.FUNCTION)
+_STATEMENT: Final = (Owed.EXECUTE, Owed.QUERY, Owed.FUNCTION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +205,7 @@ class Session:
         self._suspended: list[tuple[Portal, Run]] = []
         self._names = itertools.count(1)
         self._probe = f"SCALPLE_REFUSED_{secrets.token_hex(4)}"
+        self._probe_q: bytes | None = None
 
     # --- what the shell asks ---------------------------------------------------------------
 
@@ -452,10 +457,12 @@ class Session:
     # --- refusals -------------------------------------------------------------------------
 
     def _probe_parse(self) -> bytes:
-        return codec.encode_parse(PROBE_NAME, self._probe, encoding=self.encoding)
+        return codec.encode_parse(PROBE_NAME, self._probe)  # ASCII: the same in any encoding
 
     def _probe_query(self) -> bytes:
-        return codec.encode_query(self._probe, encoding=self.encoding)
+        if self._probe_q is None:
+            self._probe_q = codec.encode_query(self._probe)
+        return self._probe_q
 
     def _refuse(self, step: Step, item: Pending, refusal: Refusal, runs: Iterable[Run]) -> None:
         """Send a probe the server rejects in place of the message, so the transaction and the
@@ -591,9 +598,12 @@ class Session:
         pred = self._predicted
         portal = pred.portals.get(name)
         item = Pending(Owed.EXECUTE, name, target=portal)
-        if portal is not None and isinstance(portal.run, Run) and portal.run.suspended:
-            portal.run.suspended = False  # the same statement goes on: no new record
-            item.runs.append(portal.run)
+        if portal is not None and (isinstance(portal.run, Run) or portal.done):
+            # A portal already running (suspended, or not answered yet: pipelined) goes on, one
+            # statement; one that ran to completion yields nothing more. No new record either way.
+            if isinstance(portal.run, Run):
+                portal.run.suspended = False
+                item.runs.append(portal.run)
             self._queue.append(item)
             step.send(raw)
             return
@@ -824,31 +834,52 @@ class Session:
     # --- upstream → client -------------------------------------------------------------------
 
     def server_data(self, data: bytes) -> Step:
+        """The upstream's bytes: forwarded as they came, in one piece, unless a message must be
+        replaced; rows are only counted unless their subjects are read."""
         step = Step()
-        out = step.client
-        for frame in self._server.feed(data):
-            mtype = frame.type
-            body = frame.body
-            if mtype == Back.DATA_ROW or mtype == Back.COPY_DATA:  # count, pass
-                if frame.final and self._queue:
-                    run = self._queue[0].run
-                    if run is not None:
-                        Recorder.count_row(run, mtype, body if type(body) is bytes else None)
-                out.append(frame.raw)
+        reading = self.records.reads_subjects
+        found = codec.scan(self._server, data, _NO_BULK if reading else _BULK)
+        buf, marks = found.buf, found.marks
+        edits: list[tuple[int, int, bytes]] = []
+        upto = len(buf)
+        for i in range(0, len(marks), 4):
+            mtype, start, end, rows = marks[i], marks[i + 1], marks[i + 2], marks[i + 3]
+            if rows:
+                self._count_rows(rows)
+            if mtype == Back.DATA_ROW or mtype == Back.COPY_DATA:  # subjects are read
+                run = self._queue[0].run if self._queue else None
+                if run is not None:
+                    Recorder.count_row(run, mtype, buf[start + 5 : end])
                 continue
-            if body is None:
-                out.append(frame.raw)
-                continue
-            if type(body) is not bytes:
-                body = bytes(body)  # a server message over 1 MB held whole: rare
-            replacement = self._server_message(step, mtype, body)
-            if replacement is None:
-                out.append(frame.raw)
-            elif replacement:
-                out.append(replacement)
+            replacement = self._server_message(step, mtype, buf[start + 5 : end])
+            if replacement is not None:
+                edits.append((start, end, replacement))
             if step.close:
+                upto = end  # nothing after this message reaches the client
                 break
+        else:
+            if found.bulk_after:
+                self._count_rows(found.bulk_after)
+        if not edits and upto == len(buf):
+            if buf:
+                step.client.append(buf)
+            return step
+        pos = 0
+        out = step.client
+        for start, end, replacement in edits:
+            if start > pos:
+                out.append(buf[pos:start])
+            if replacement:
+                out.append(replacement)
+            pos = end
+        if upto > pos:
+            out.append(buf[pos:upto])
         return step
+
+    def _count_rows(self, rows: int) -> None:
+        run = self._queue[0].run if self._queue else None
+        if run is not None:
+            run.rows += rows
 
     def _server_message(self, step: Step, mtype: int, body: bytes) -> bytes | None:
         queue = self._queue
@@ -951,7 +982,7 @@ class Session:
         if head is None or head.kind not in _STATEMENT:
             return
         run = head.run
-        if run is not None:
+        if run is not None and not run.done:
             run.tag = tag
             step.records.append(self.records.outcome(run))
             self.mirror.begin_statement()
@@ -961,6 +992,7 @@ class Session:
             target = head.target
             if isinstance(target, Portal) and target.run is run:
                 target.run = None
+                target.done = True
         if head.kind is Owed.EXECUTE:
             self._queue.popleft()
         else:  # QUERY and FUNCTION items stay until their ReadyForQuery
@@ -979,7 +1011,7 @@ class Session:
                 head.index = len(head.runs)
                 return replacement
             run = head.run
-            if run is not None:
+            if run is not None and not run.done:
                 run.fail(_status_for(sqlstate), sqlstate, message)
                 step.records.append(self.records.outcome(run))
                 head.index += 1
@@ -998,7 +1030,7 @@ class Session:
                     first = False
                     continue
             for run in item.runs[item.index :]:
-                if run.suspended and not first:
+                if run.done or (run.suspended and not first):
                     continue
                 if first:
                     run.fail(_status_for(sqlstate), sqlstate, message)
@@ -1040,6 +1072,8 @@ class Session:
         while self._queue:
             item = self._queue.popleft()
             for run in item.runs[item.index :]:
+                if run.done:
+                    continue
                 if self._batch_error is not None and item.kind is Owed.EXECUTE:
                     run.fail(_status_for(self._batch_error[0]), *self._batch_error)
                     step.records.append(self.records.outcome(run))
@@ -1057,13 +1091,13 @@ class Session:
             self._pred = None
         if drift is not None:
             log.error("session %s: %s; closing the connection", self.session_id, drift)
-            step.client.append(codec.encode_ready(status))
-            step.client.append(codec.encode_error(
-                "08P01", "scalple: lost track of the transaction state; reconnect",
-                severity="FATAL", encoding=self.encoding,
-            ))  # fmt: skip
             step.close = True
-            return b""
+            return codec.encode_ready(status) + codec.encode_error(
+                "08P01",
+                "scalple: lost track of the transaction state; reconnect",
+                severity="FATAL",
+                encoding=self.encoding,
+            )
         self._release_held(step)
         return None
 
