@@ -197,6 +197,14 @@ REGISTRY: tuple[Setting, ...] = (
         "seal the journal into a signed Parquet segment once it is this many seconds old",
     ),
     Setting(
+        "head_seconds",
+        "ledger",
+        _float,
+        2.0,
+        "sign the journal's head (last seq and hash) this often; a record is open to an "
+        "unnoticed rewrite only until the next head is signed",
+    ),
+    Setting(
         "require_identity",
         "identity",
         _bool,

@@ -44,8 +44,13 @@ class Ledger:
         self.sink: LedgerSink | None = None
         self.n = 0
 
-    def open(self) -> LedgerSink:
-        self.sink = open_sink(self.root, "os", key_dir=str(self.keys), seal_bytes=1 << 40)
+    def open(self, *, derived: bool = False) -> LedgerSink:
+        """The sink; `derived` as the proxy runs it (indexing each seal), else the index is
+        left to the test."""
+        self.sink = open_sink(
+            self.root, "os", key_dir=str(self.keys), seal_bytes=1 << 40, derived=derived
+        )
+        self.derived = derived
         return self.sink
 
     def customer(self, i: int) -> str:
@@ -97,7 +102,7 @@ class Ledger:
         """Seal the live journal now, as the sink does when it is full, and wait for it."""
         assert self.sink is not None
         self.sink.close()
-        self.open()
+        self.open(derived=self.derived)
 
 
 @pytest.fixture
@@ -210,6 +215,29 @@ def test_index_gives_the_same_answer_as_reading_everything(
     assert sorted(unindexed) == sorted(indexed) == sorted(want.values())
     assert sorted(partly) == sorted(updated) == sorted([*want.values(), more.event_id])
     assert open_index(ledger.root).upto == Layout(ledger.root).segments()[-1].last_seq
+
+
+def test_the_sink_indexes_each_seal_in_a_few_runs_that_answer_as_a_rebuild_does(
+    ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ledger.sink is not None
+    ledger.sink.close()
+    ledger.open(derived=True)  # as `scalple serve` runs it
+    want = touch_everywhere(ledger, 7)
+    for i in range(9):
+        st = ledger.statement(where=(ledger.customer(7 if i % 3 == 0 else 100 + i),))
+        ledger.write(st, ledger.outcome(st))
+        if i % 3 == 0:
+            want[f"more{i}"] = st.event_id
+        ledger.seal()
+    state = open_index(ledger.root)
+    assert state.upto == Layout(ledger.root).segments()[-1].last_seq  # nothing left to scan
+    assert len(state.runs) <= 4, [p.name for p in state.runs]  # 13 seals: a binary counter
+    followed = ids(dsar_json(capsys, ledger, "--subject", "customers.id=7"))
+    code, out, _ = run(capsys, "index", "rebuild", "-c", str(ledger.config), "--json")
+    assert code == 0 and json.loads(out)["runs"] == 1
+    rebuilt = ids(dsar_json(capsys, ledger, "--subject", "customers.id=7"))
+    assert sorted(followed) == sorted(rebuilt) == sorted(want.values())
 
 
 def test_index_links_a_statement_to_an_outcome_sealed_later(ledger: Ledger) -> None:

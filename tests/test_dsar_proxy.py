@@ -48,9 +48,7 @@ def _dsar(config: Path, ledger: Path, *args: str) -> tuple[int, dict[str, object
     return out.returncode, json.loads(out.stdout)
 
 
-def test_subject_through_the_proxy_found_by_every_path(
-    sandbox: Sandbox, make_proxy: Callable[..., ProxyProc], tmp_path: Path
-) -> None:
+def _customers(sandbox: Sandbox) -> None:
     sandbox.psql(
         f"DROP TABLE IF EXISTS {TABLE}; "
         f"CREATE TABLE {TABLE} (id int PRIMARY KEY, email text, region text); "
@@ -59,6 +57,12 @@ def test_subject_through_the_proxy_found_by_every_path(
         f"GRANT ALL ON {TABLE} TO app_user",
         dbname="app",
     )
+
+
+def test_subject_through_the_proxy_found_by_every_path(
+    sandbox: Sandbox, make_proxy: Callable[..., ProxyProc], tmp_path: Path
+) -> None:
+    _customers(sandbox)
     config = _config(tmp_path, sandbox)
     proxy = make_proxy("--config", str(config), upstream=sandbox.pg_port)
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
@@ -95,3 +99,45 @@ def _same_shape(recorded: str, sent: str) -> bool:
     """The recorded statement is the sent one with literals masked: compare the words around."""
     keep = [w for w in sent.replace("%s", "$1").split() if not any(c.isdigit() for c in w)]
     return all(w in recorded for w in keep if "@" not in w)
+
+
+def test_after_serve_dsar_neither_scans_nor_rechecks_what_the_proxy_sealed(
+    sandbox: Sandbox, make_proxy: Callable[..., ProxyProc], tmp_path: Path
+) -> None:
+    """The proxy indexes each segment it seals and notes it as verified: the first dsar after
+    it stopped reads the index up to the last seq and hashes no segment file again, and a
+    segment changed since is still caught by the file check."""
+    _customers(sandbox)
+    config = _config(tmp_path, sandbox)
+    proxy = make_proxy(
+        "--config", str(config), upstream=sandbox.pg_port, env={"SCALPLE_SEAL_BYTES": "4000"}
+    )
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        for i in range(30):
+            conn.execute(f"SELECT email FROM {TABLE} WHERE id = {40 + i % 5}").fetchall()
+    assert proxy.stop() == 0
+    segments = sorted((proxy.ledger / "segments").glob("*.checkpoint"))
+    assert len(segments) > 3
+
+    code, answer = _dsar(config, proxy.ledger, "-s", f"{TABLE}.id=42")
+    assert code == 0, answer
+    cover, verification = answer["ledger"], answer["verification"]
+    assert isinstance(cover, dict) and isinstance(verification, dict)
+    assert cover["journal_events"] == 0 and cover["indexed_upto"] == cover["last_seq"], cover
+    assert answer["index"] == f"up to seq {cover['last_seq']}"
+    summary = verification["summary"]
+    assert "0 segment files checked now" in summary, summary
+    assert f"{len(segments)} checked at" in summary, summary
+    assert answer["count"] == 6
+
+    victim = segments[1].with_suffix(".parquet")
+    os.chmod(victim, 0o644)
+    with victim.open("r+b") as f:  # same size, and its mtime set back: ctime still moves
+        before = os.stat(victim)
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 1]))
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    code, answer = _dsar(config, proxy.ledger, "-s", f"{TABLE}.id=42")
+    assert code == 1 and victim.name in str(answer["error"]), answer

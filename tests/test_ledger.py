@@ -234,19 +234,6 @@ def test_torn_tail_is_cut_and_recorded_in_the_chain(tmp_path: Path) -> None:
     assert intact(tmp_path)
 
 
-def test_damage_in_the_middle_is_not_taken_for_a_torn_tail(tmp_path: Path) -> None:
-    s = sink(tmp_path)
-    for i in range(5):
-        s.append_sync([statement(i)])
-    crash(s)
-    _, journal = Layout(tmp_path / "ledger").journals()[-1]
-    data = bytearray(journal.read_bytes())
-    data[data.index(b"alice", data.index(b"\n") + 1)] ^= 0x20  # edit the second record
-    journal.write_bytes(bytes(data))
-    with pytest.raises(LedgerError, match="damaged at seq 2"):
-        sink(tmp_path)
-
-
 def test_seal_interrupted_before_its_checkpoint_is_redone(tmp_path: Path) -> None:
     s = sink(tmp_path)
     for i in range(10):

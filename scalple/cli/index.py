@@ -21,7 +21,7 @@ from scalple.dsar.index import (
 from scalple.dsar.proof import note_compacted
 from scalple.ledger.compact import TARGET_EVENTS, CompactResult, Merge, events_to_compact
 from scalple.ledger.compact import compact as compact_ledger
-from scalple.ledger.keys import load_signing_key, resolve_key_dir
+from scalple.ledger.keys import SUBJECT_SECRET, load_signing_key, resolve_key_dir, subject_secret
 from scalple.ledger.layout import Layout
 
 index_app = typer.Typer(
@@ -99,9 +99,11 @@ def _compact(root: Path, key_dir: Path, target: int, json_out: bool) -> CompactR
     key = load_signing_key(key_dir)  # never a new key: the merged checkpoints must chain on
     _run(root, False, json_out)  # the index follows each merge only if it holds the originals
 
+    secret = subject_secret(key_dir) if (key_dir / SUBJECT_SECRET).exists() else None
+
     def follow(merge: Merge) -> None:
         follow_compaction(root, merge)
-        note_compacted(root, merge)
+        note_compacted(root, merge, secret)
 
     if json_out or not sys.stderr.isatty():
         return compact_ledger(root, key, target=target, on_merge=follow)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -75,6 +76,12 @@ def _summary(report: Report) -> str:
         f"intact: {report.events:,} events ({where}); last seq {report.last_seq}, "
         f"last hash {report.last_hash[:16]}…"
     )
+    if report.journal_events:
+        vouched = report.journal_events - report.unvouched
+        text += f"\njournal: {vouched} of {report.journal_events} events under a signed head"
+        if report.last_head_at is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(report.last_head_at / 1e6))
+            text += f" (the last signed {when})"
     if report.checkpoint_extended:
         text += f"\nextends checkpoint {report.checkpoint_extended}"
     return text

@@ -2,10 +2,11 @@
 
 The file embeds, in `<script type="application/json" id="scalple-proof">`, every listed event's
 ledger records (the full canonical fields, so their hashes can be recomputed) and the signed
-checkpoints of the segments holding them. `check_export` recomputes each record hash, checks each
-checkpoint's Ed25519 signature against a public key and that each record's seq lies in the
-segment its checkpoint signs; given the ledger too, it checks the segment files hold those very
-hashes at those seqs and match the digests their checkpoints sign.
+checkpoints of the segments holding them, and the ledger's key rotations. `check_export`
+recomputes each record hash, checks each checkpoint's Ed25519 signature by a key the given public
+key reaches through those rotations (as `verify` trusts keys), and that each record's seq lies
+in the segment its checkpoint signs; given the ledger too, it checks the segment files hold
+those very hashes at those seqs and match the digests their checkpoints sign.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from scalple.ledger.checkpoint import (
     file_sha256,
     read_checkpoint,
 )
+from scalple.ledger.keys import Rotation, read_rotation
 from scalple.ledger.layout import Layout
 from scalple.ledger.query import quote
+from scalple.ledger.trust import KeyChain, key_chain
 
 PROOF_ID: Final = "scalple-proof"
 _PROOF_RE: Final = re.compile(
@@ -59,7 +62,8 @@ def proof_bundle(ans: SubjectAnswer, ledger: Path) -> dict[str, Any]:
                 cp, _ = read_checkpoint(cp_path)
                 checkpoints[seg] = msgspec.to_builtins(cp)
             records.append({"event_id": a.event_id, "segment": seg, "record": _record(r)})
-    return {"v": 1, "records": records, "checkpoints": checkpoints}
+    rotations = [msgspec.to_builtins(read_rotation(p)) for p in layout.rotations()]
+    return {"v": 1, "records": records, "checkpoints": checkpoints, "rotations": rotations}
 
 
 _CSS = """
@@ -235,9 +239,24 @@ def read_bundle(path: Path) -> dict[str, Any]:
     return bundle
 
 
+def _keys(bundle: dict[str, Any], public_key: str, out: ExportCheck) -> KeyChain:
+    """The keys the export's checkpoints may be signed by: `public_key` and the keys the
+    rotations it carries reach from it, as `verify` trusts them."""
+    rotations = []
+    for i, raw in enumerate(bundle.get("rotations", [])):
+        try:
+            rotations.append((f"rotation {i + 1}", msgspec.convert(raw, Rotation)))
+        except msgspec.ValidationError as exc:
+            out.problems.append(f"rotation {i + 1} is malformed: {exc}")
+    chain = key_chain(public_key, rotations)
+    out.problems.extend(chain.problems)
+    return chain
+
+
 def _checkpoints(
     bundle: dict[str, Any], public_key: str, out: ExportCheck
 ) -> dict[str, Checkpoint]:
+    keys = _keys(bundle, public_key, out)
     found = {}
     for name, raw in bundle.get("checkpoints", {}).items():
         try:
@@ -245,7 +264,7 @@ def _checkpoints(
         except msgspec.ValidationError as exc:
             out.problems.append(f"checkpoint of {name} is malformed: {exc}")
             continue
-        if cp.public_key != public_key:
+        if keys.rank(cp.public_key) is None:
             out.problems.append(f"checkpoint of {name} is signed by another key")
         elif not cp.signature_valid():
             out.problems.append(f"checkpoint of {name} has an invalid signature")

@@ -7,30 +7,47 @@ still waiting for an outcome. `sk` is the first 60 bits of a subject hash (a loo
 full hash on the records it fetches); `partner` is the seq of the other record of the same
 statement (outcome for a statement, statement for an outcome), so one lookup finds both.
 Everything here is rebuilt from the sealed segments; deleting the directory loses nothing.
+
+Who writes it: `scalple serve` after each seal (on a thread of its own), `scalple index`, and
+compaction. One at a time: they hold LEDGER/index.lock while they update. Readers take the
+manifest (replaced whole, atomically) and the files it names; a file merged away under a reader
+makes it fall back to reading the segments directly.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
 import msgspec
 
 from scalple.errors import LedgerError
 from scalple.ledger.checkpoint import digest
-from scalple.ledger.compact import Merge
 from scalple.ledger.layout import Layout, SegmentFiles
 from scalple.ledger.query import quote
+
+if TYPE_CHECKING:
+    from scalple.ledger.compact import Merge
 
 INDEX_DIR: Final = "index"
 MANIFEST: Final = "manifest.json"
 ROW_GROUP_ROWS: Final = 65_536
-MAX_RUNS: Final = 8
+LOCK: Final = "index.lock"
+MAX_RUN_SEQS: Final = 16_000_000  # runs stop growing here: no update re-sorts the whole index
+_ATTEMPTS: Final = 3
+
+
+class _Vanished(Exception):
+    """A segment being indexed was removed (compacted into another) while it was read."""
+
+
 SK_HEX: Final = 15  # 60 bits: a positive BIGINT
 ACCESS_DIR: Final = "access"
 ACCESS_ROW_GROUP_ROWS: Final = 2048
@@ -85,7 +102,7 @@ def index_dir(ledger: Path) -> Path:
 
 def sealed_segments(layout: Layout) -> list[SegmentFiles]:
     """Segments with their checkpoint: the ones `events_view` reads."""
-    return [s for s in layout.segments() if s.checkpoint.exists()]
+    return layout.sealed()
 
 
 def checkpoint_digest(seg: SegmentFiles) -> str:
@@ -128,13 +145,13 @@ def open_index(ledger: Path) -> IndexState:
     return state
 
 
-def _connect(root: Path) -> duckdb.DuckDBPyConnection:
+def _connect(root: Path, threads: int = 2, memory_limit: str = "1GB") -> duckdb.DuckDBPyConnection:
     spill = root / "tmp"
     spill.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(
         config={
-            "threads": 2,
-            "memory_limit": "1GB",
+            "threads": threads,
+            "memory_limit": memory_limit,
             "temp_directory": str(spill),
             "preserve_insertion_order": False,
         }
@@ -220,14 +237,64 @@ class UpdateResult:
     runs: int
 
 
+@contextmanager
+def _index_lock(ledger: Path, wait: bool) -> Iterator[bool]:
+    """Held while the index is updated; yields False when another holds it and `wait` is off."""
+    fd = os.open(Path(ledger) / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
 def update_index(
     ledger: Path, *, progress: Progress | None = None, rebuild: bool = False
 ) -> UpdateResult:
-    """Index the sealed segments not yet indexed (all of them when `rebuild` or stale)."""
-    ledger = Path(ledger)
-    layout = Layout(ledger)
+    """Index the sealed segments not yet indexed (all of them when `rebuild` or stale); waits
+    for an update running elsewhere to finish first."""
+    layout = _layout(ledger)
+    with _index_lock(ledger, wait=True):
+        for _ in range(_ATTEMPTS - 1):
+            try:
+                return _update(Path(ledger), layout, progress, rebuild, 2, "1GB")
+            except _Vanished:
+                continue  # compacted away while being read: list the segments again
+        return _update(Path(ledger), layout, progress, rebuild, 2, "1GB")
+
+
+def follow_seals(ledger: Path) -> UpdateResult | None:
+    """Index what was sealed since, as the proxy does after a seal: one thread, a small memory
+    budget, and None at once (nothing done) while another update holds the index."""
+    layout = _layout(ledger)
+    with _index_lock(ledger, wait=False) as held:
+        if not held:
+            return None
+        try:
+            return _update(Path(ledger), layout, None, False, 1, "256MB")
+        except _Vanished:
+            return None  # compacted meanwhile: the next seal indexes again
+
+
+def _layout(ledger: Path) -> Layout:
+    layout = Layout(Path(ledger))
     if not layout.segment_dir.is_dir() and not layout.journal_dir.is_dir():
         raise LedgerError(f"{ledger} is not a ledger (no journal/ or segments/ in it)")
+    return layout
+
+
+def _update(
+    ledger: Path,
+    layout: Layout,
+    progress: Progress | None,
+    rebuild: bool,
+    threads: int,
+    memory_limit: str,
+) -> UpdateResult:
     state = open_index(ledger)
     if rebuild or state.stale:
         shutil.rmtree(state.root, ignore_errors=True)
@@ -236,7 +303,7 @@ def update_index(
     manifest = state.manifest
     todo = sealed_segments(layout)[len(manifest.segments) :]
     advance = progress or (lambda n: None)
-    con = _connect(state.root)
+    con = _connect(state.root, threads, memory_limit)
     chunks: list[Path] = []
     try:
         _load_pending(con, manifest.pending)
@@ -246,14 +313,19 @@ def update_index(
             by_actor = state.root / ACTOR_DIR / seg.parquet.name
             access.parent.mkdir(exist_ok=True)
             by_actor.parent.mkdir(exist_ok=True)
-            con.execute(
-                _CHUNK_SQL.format(
-                    path=quote(seg.parquet),
-                    out=quote(out),
-                    access=quote(access),
-                    by_actor=quote(by_actor),
+            try:
+                con.execute(
+                    _CHUNK_SQL.format(
+                        path=quote(seg.parquet),
+                        out=quote(out),
+                        access=quote(access),
+                        by_actor=quote(by_actor),
+                    )
                 )
-            )
+            except duckdb.IOException as exc:
+                if seg.parquet.exists():
+                    raise
+                raise _Vanished(seg.parquet.name) from exc
             chunks.append(out)
             manifest.segments.append((seg.parquet.name, checkpoint_digest(seg)))
             advance(seg.last_seq - seg.first_seq + 1)
@@ -263,8 +335,7 @@ def update_index(
             manifest.runs.append(name)
             manifest.upto = todo[-1].last_seq
             manifest.pending = _dump_pending(con)
-        if len(manifest.runs) > MAX_RUNS or (rebuild and len(manifest.runs) > 1):
-            manifest.runs = [_merge_runs(con, state.root, manifest.runs)]
+        manifest.runs = _tiers(con, state.root, manifest.runs, everything=rebuild)
     finally:
         con.close()
         for chunk in chunks:
@@ -272,6 +343,30 @@ def update_index(
     _write_manifest(ledger, manifest)
     events = sum(s.last_seq - s.first_seq + 1 for s in todo)
     return UpdateResult(len(todo), events, manifest.upto, len(manifest.runs))
+
+
+def _span(run: str) -> int:
+    first, last = run.removesuffix(".parquet").split("-")[1:3]
+    return int(last) - int(first) + 1
+
+
+def _tiers(
+    con: duckdb.DuckDBPyConnection, root: Path, runs: list[str], *, everything: bool
+) -> list[str]:
+    """Merge the newest run into the one before while that one covers no more seqs: runs then
+    double in size from newest to oldest (a binary counter), so there are about log2(segments)
+    of them and each seq is sorted again about as often, however many seals come one by one.
+    Runs past MAX_RUN_SEQS are left as they are (`index rebuild` merges everything)."""
+    runs = list(runs)
+    if everything and len(runs) > 1:
+        return [_merge_runs(con, root, runs)]
+    while (
+        len(runs) > 1
+        and _span(runs[-2]) <= _span(runs[-1])
+        and _span(runs[-2]) + _span(runs[-1]) <= MAX_RUN_SEQS
+    ):
+        runs[-2:] = [_merge_runs(con, root, runs[-2:])]
+    return runs
 
 
 def _merge_runs(con: duckdb.DuckDBPyConnection, root: Path, runs: list[str]) -> str:
@@ -343,7 +438,11 @@ def follow_compaction(ledger: Path, merge: Merge) -> bool:
     """Keep the index current across one compaction step: the merged segment's access and actor
     rows are its originals' rows together. False (index left for a rebuild) when the index did
     not hold exactly those originals. The seq-keyed runs need no change: the seqs are the same."""
-    ledger = Path(ledger)
+    with _index_lock(ledger, wait=True):
+        return _follow_compaction(Path(ledger), merge)
+
+
+def _follow_compaction(ledger: Path, merge: Merge) -> bool:
     manifest = read_manifest(ledger)
     names = [name for name, _ in manifest.segments]
     if merge.replaced[0] not in names:

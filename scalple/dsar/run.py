@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from scalple.analysis.policy import Policy
 from scalple.config import Config
@@ -19,6 +19,8 @@ from scalple.dsar.subjects import load_secret, subject_keys
 from scalple.errors import LedgerError
 from scalple.ledger.keys import PUBLIC_KEY, load_public_key, resolve_key_dir
 
+T = TypeVar("T")
+_ATTEMPTS: Final = 3
 _RELATIVE: Final = re.compile(r"^(\d+)\s*(y|mo|w|d|h)$")
 _UNITS: Final = {"y": 365 * 86400, "mo": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600}
 
@@ -65,12 +67,20 @@ class Request:
     until: str | None
 
 
-def _verified(settings: Config, req: Request) -> Verification:
+def _secret(settings: Config) -> bytes | None:
+    """The subject secret if there is one (it authenticates the verification cache)."""
+    try:
+        return load_secret(resolve_key_dir(settings["key_dir"]))
+    except LedgerError:
+        return None
+
+
+def _verified(settings: Config, req: Request, secret: bytes | None) -> Verification:
     ledger = req.ledger
     layout_ok = (ledger / "segments").is_dir() or (ledger / "journal").is_dir()
     if not layout_ok:
         raise LedgerError(f"{ledger} is not a ledger (no journal/ or segments/ in it)")
-    result = verify_range(ledger, trusted_key(req.public_key, settings), req.verify)
+    result = verify_range(ledger, trusted_key(req.public_key, settings), req.verify, secret)
     if not result.intact:
         raise LedgerNotVerified(
             f"ledger {ledger} fails verification, so no answer is given: {result.first_bad}\n"
@@ -87,11 +97,28 @@ def run_subject(
     since, until = parse_time(req.since), parse_time(req.until, end=True)
     secret = load_secret(resolve_key_dir(settings["key_dir"]))
     keys = subject_keys(subjects, policy.subject_columns, policy.search_path, secret)
-    verification = _verified(settings, req)
-    return subject_answer(req.ledger, keys, verification, since=since, until=until, full=proof)
+    verification = _verified(settings, req, secret)
+    return _again(
+        lambda: subject_answer(req.ledger, keys, verification, since=since, until=until, full=proof)
+    )
 
 
 def run_actor(settings: Config, req: Request, actor: str, limit: int) -> ActorAnswer:
     since, until = parse_time(req.since), parse_time(req.until, end=True)
-    verification = _verified(settings, req)
-    return actor_answer(req.ledger, actor, verification, since=since, until=until, limit=limit)
+    verification = _verified(settings, req, _secret(settings))
+    return _again(
+        lambda: actor_answer(req.ledger, actor, verification, since=since, until=until, limit=limit)
+    )
+
+
+def _again(ask: Callable[[], T]) -> T:
+    """Ask again when a file vanished under the query: a compaction replaced segments, or the
+    index merged its files. Both keep every event; the next reading finds them."""
+    import duckdb
+
+    for _ in range(_ATTEMPTS - 1):
+        try:
+            return ask()
+        except duckdb.IOException:
+            continue
+    return ask()

@@ -1,37 +1,31 @@
-"""The tamper-evident ledger: where audit events are chained, persisted, sealed and read back."""
+"""The tamper-evident ledger: where audit events are chained, persisted, sealed and read back.
+
+Readers (verify, dsar, index) import the modules they need; the writer's side (`open_sink`,
+threads, sealing with DuckDB) loads only when asked for by name here.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from scalple.ledger.keys import resolve_key_dir, signing_key
-from scalple.ledger.layout import os_errors
-from scalple.ledger.sink import AuditSink
-from scalple.ledger.writer import LedgerSink
-
 if TYPE_CHECKING:
-    from scalple.config import Config
+    from scalple.ledger.sink import AuditSink
+    from scalple.ledger.sinks import ledger_settings, open_sink
+    from scalple.ledger.writer import LedgerSink
 
-SINK_SETTINGS = ("key_dir", "seal_bytes", "seal_seconds")
-
-
-def open_sink(directory: Path, durability: str = "fsync", **settings: Any) -> LedgerSink:
-    """Open (creating if needed, recovering after a crash) the ledger at `directory`.
-
-    `durability` is "fsync" or "os"; `settings` are the other [ledger] settings by name
-    (`ledger_settings(config)` gives them). The signing key is created on first use. Blocks
-    while recovering; close with `await sink.aclose()`, which seals the journal.
-    """
-    sizes = {k: settings[k] for k in ("seal_bytes", "seal_seconds") if settings.get(k) is not None}
-    with os_errors(f"opening ledger {directory}"):
-        key = signing_key(resolve_key_dir(settings.get("key_dir")))
-        return LedgerSink(Path(directory), key, durability=durability, **sizes)
+_WHERE = {
+    "AuditSink": "scalple.ledger.sink",
+    "LedgerSink": "scalple.ledger.writer",
+    "ledger_settings": "scalple.ledger.sinks",
+    "open_sink": "scalple.ledger.sinks",
+}
 
 
-def ledger_settings(config: Config) -> dict[str, Any]:
-    """The [ledger] settings `open_sink` takes, from effective config."""
-    return {name: config[name] for name in SINK_SETTINGS}
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(_WHERE[name]), name)
 
 
 __all__ = ["AuditSink", "LedgerSink", "ledger_settings", "open_sink"]

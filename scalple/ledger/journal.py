@@ -6,6 +6,7 @@ not finish. A complete line that fails its checks is damage, never treated as to
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import msgspec
@@ -34,6 +35,8 @@ class Scan:
     tail: bytes = b""
     problem: Problem | None = None
     events: list[AuditEvent] = field(default_factory=list)
+    hashes: dict[int, str] = field(default_factory=dict)  # the hash at each seq asked for
+    offsets: dict[int, int] = field(default_factory=dict)  # the byte after each seq asked for
 
     @property
     def next_seq(self) -> int:
@@ -57,9 +60,17 @@ def _check(line: bytes, seq: int, prev_hash: str) -> tuple[AuditEvent | None, st
     return event, ""
 
 
-def scan(data: bytes, first_seq: int, prev_hash: str, *, keep: bool = False) -> Scan:
+def scan(
+    data: bytes,
+    first_seq: int,
+    prev_hash: str,
+    *,
+    keep: bool = False,
+    want: Collection[int] = (),
+) -> Scan:
     """Check records in `data` expecting seq `first_seq` linked to `prev_hash`; stop at the first
-    bad one. `keep` keeps the decoded events."""
+    bad one. `keep` keeps the decoded events; the hash and end offset of each seq in `want` are
+    noted (a signed head names them)."""
     result = Scan(first_seq=first_seq, last_hash=prev_hash)
     end = data.rfind(b"\n") + 1
     result.tail = data[end:]
@@ -76,4 +87,7 @@ def scan(data: bytes, first_seq: int, prev_hash: str, *, keep: bool = False) -> 
             result.events.append(event)
         offset = nl + 1
         result.good_bytes = offset
+        if event.seq in want:
+            result.hashes[event.seq] = event.hash
+            result.offsets[event.seq] = offset
     return result

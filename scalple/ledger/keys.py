@@ -57,6 +57,10 @@ def public_from_hex(value: str) -> Ed25519PublicKey:
 
 
 def verify_signature(public: str, signature: str, message: bytes) -> bool:
+    # Lower-case hex only, as written: upper case would decode to the same bytes, so a signed
+    # file could be changed without the change showing.
+    if signature != signature.lower() or public != public.lower():
+        return False
     try:
         public_from_hex(public).verify(bytes.fromhex(signature), message)
     except (InvalidSignature, ValueError, LedgerError):

@@ -3,13 +3,26 @@
     LEDGER/LOCK                                  held (flock) by the one process appending
     LEDGER/journal/<first seq:020>.jsonl         unsealed events, one canonical record a line;
                                                  the highest-numbered is live, others await seal
+    LEDGER/journal/<first seq:020>.heads         signed heads of that journal, one a line
+                                                 (scalple.ledger.heads): every few seconds the
+                                                 writer signs the last seq and hash it made
+                                                 durable; created with the journal, removed
+                                                 after it once it is sealed
     LEDGER/segments/<first:020>-<last:020>.parquet      sealed events, read-only (0444)
     LEDGER/segments/<first:020>-<last:020>.checkpoint   signed checkpoint of that segment (0444)
     LEDGER/segments/<first:020>-<last:020>.replaced     of a merged segment (compaction): the
                                                  checkpoints of the segments it replaced
     LEDGER/keys/<n:06>.rotation                  key rotation certificates (old key signs new)
+    LEDGER/quarantine/<time>/...                 what start-up found and could not explain, kept
+                                                 aside under its own relative path, with REASON;
+                                                 `verify` fails while anything is here
+    LEDGER/verified.json                         derived: segments already checked, by file
+                                                 identity (scalple.ledger.verified); deletable
+    LEDGER/index/                                derived: the subject index (scalple.dsar.index)
 
-Sequence numbers start at 1 and have no gaps; a segment's name gives the seqs it holds.
+Sequence numbers start at 1 and have no gaps; a segment's name gives the seqs it holds. Every
+function here takes the ledger directory, so a lane (its own journal, chain, segments and
+checkpoints) is just another directory.
 """
 
 from __future__ import annotations
@@ -25,7 +38,9 @@ from typing import Final
 from scalple.errors import LedgerError
 
 _SEGMENT_RE: Final = re.compile(r"^(\d{20})-(\d{20})\.parquet$")
-_JOURNAL_RE: Final = re.compile(r"^(\d{20})\.jsonl$")
+_JOURNAL_RE: Final = re.compile(r"^(\d{20})\.(jsonl|heads)$")
+QUARANTINE: Final = "quarantine"
+REASON: Final = "REASON"
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,8 @@ class Layout:
         self.segment_dir = self.root / "segments"
         self.key_dir = self.root / "keys"
         self.lock = self.root / "LOCK"
+        self.quarantine_dir = self.root / QUARANTINE
+        self.verified = self.root / "verified.json"
 
     def create(self) -> None:
         for d in (self.journal_dir, self.segment_dir, self.key_dir):
@@ -61,35 +78,40 @@ class Layout:
             first_seq, last_seq, self.segment_dir / f"{first_seq:020d}-{last_seq:020d}.parquet"
         )
 
+    def heads(self, first_seq: int) -> Path:
+        """The signed heads of the journal starting at `first_seq`."""
+        return self.journal_dir / f"{first_seq:020d}.heads"
+
     def journals(self) -> list[tuple[int, Path]]:
         """Journal files by first seq, oldest first."""
-        return sorted(
-            (int(m.group(1)), p)
+        return [(first, p) for first, p in self.journal_files() if p.suffix == ".jsonl"]
+
+    def journal_files(self) -> list[tuple[int, Path]]:
+        """Journals and heads logs by first seq (a journal before its heads log)."""
+        found = [
+            (int(m.group(1)), m.group(2) == "heads", p)
             for p in _list(self.journal_dir)
             if (m := _JOURNAL_RE.match(p.name))
-        )
+        ]
+        return [(first, p) for first, _, p in sorted(found)]
+
+    def list_segments(self) -> SegmentListing:
+        """The names in segments/ now, read once: what a reader works from."""
+        return SegmentListing(self.segment_dir, frozenset(p.name for p in _list(self.segment_dir)))
 
     def segments(self) -> list[SegmentFiles]:
-        """Segments by first seq, oldest first (a checkpoint file may be missing).
+        """Segments by first seq, oldest first (a checkpoint file may be missing)."""
+        return self.list_segments().segments()
 
-        Where compaction left a merged segment beside the segments it merges, one side is
-        listed: the merged one once its checkpoint exists, the originals until then.
-        """
-        return _one_side(self.segment_files())[0]
+    def sealed(self) -> list[SegmentFiles]:
+        """Segments with their checkpoint, by first seq."""
+        return self.list_segments().sealed()
 
     def superseded(self) -> list[SegmentFiles]:
-        """Segment files `segments` leaves out: merged ones not yet signed, or originals a
-        signed merged segment replaces (both left by a compaction that stopped midway)."""
-        return _one_side(self.segment_files())[1]
+        return self.list_segments().superseded()
 
     def segment_files(self) -> list[SegmentFiles]:
-        """Every segment file, overlapping ones included, by first seq and widest first."""
-        found = [
-            (int(m.group(1)), -int(m.group(2)), p)
-            for p in _list(self.segment_dir)
-            if (m := _SEGMENT_RE.match(p.name))
-        ]
-        return [SegmentFiles(a, -b, p) for a, b, p in sorted(found)]
+        return self.list_segments().files
 
     def replaced(self, seg: SegmentFiles) -> Path:
         """The side file of a merged segment: the checkpoints of the segments it replaces."""
@@ -99,20 +121,61 @@ class Layout:
         return sorted(p for p in _list(self.key_dir) if p.suffix == ".rotation")
 
 
-def _one_side(files: list[SegmentFiles]) -> tuple[list[SegmentFiles], list[SegmentFiles]]:
-    listed: list[SegmentFiles] = []
-    left_out: list[SegmentFiles] = []
-    for i, seg in enumerate(files):
-        if listed and seg.first_seq <= listed[-1].last_seq:
-            left_out.append(seg)  # inside a signed merged segment listed already
-            continue
-        nxt = files[i + 1] if i + 1 < len(files) else None
-        merged = nxt is not None and nxt.first_seq <= seg.last_seq
-        if merged and not seg.checkpoint.exists():
-            left_out.append(seg)  # a merge not yet signed: its originals are still the ledger
-            continue
-        listed.append(seg)
-    return listed, left_out
+class SegmentListing:
+    """One reading of segments/: segment files and which have their checkpoint, as named then.
+
+    Judging everything from one reading (never asking the directory again midway) is what lets
+    a reader beside a sealing or compacting writer see one consistent state.
+    """
+
+    def __init__(self, directory: Path, names: frozenset[str]) -> None:
+        self.names = names
+        found = sorted(
+            (int(m.group(1)), -int(m.group(2)), name)
+            for name in names
+            if (m := _SEGMENT_RE.match(name))
+        )
+        self.files = [SegmentFiles(a, -b, directory / name) for a, b, name in found]
+
+    def signed(self, seg: SegmentFiles) -> bool:
+        return seg.checkpoint.name in self.names
+
+    def segments(self) -> list[SegmentFiles]:
+        """Where compaction left a merged segment beside the segments it merges, one side is
+        listed: the merged one once its checkpoint exists, the originals until then."""
+        return self._one_side()[0]
+
+    def sealed(self) -> list[SegmentFiles]:
+        return [s for s in self.segments() if self.signed(s)]
+
+    def superseded(self) -> list[SegmentFiles]:
+        """Segment files `segments` leaves out: merged ones not yet signed, or originals a
+        signed merged segment replaces (both left by a compaction that stopped midway)."""
+        return self._one_side()[1]
+
+    def orphans(self) -> list[str]:
+        """Checkpoints whose segment file is not here."""
+        return sorted(
+            n
+            for n in self.names
+            if n.endswith(".checkpoint") and n[: -len(".checkpoint")] + ".parquet" not in self.names
+        )
+
+    def _one_side(self) -> tuple[list[SegmentFiles], list[SegmentFiles]]:
+        files = self.files
+        listed: list[SegmentFiles] = []
+        left_out: list[SegmentFiles] = []
+        for i, seg in enumerate(files):
+            if listed and seg.first_seq <= listed[-1].last_seq:
+                left_out.append(seg)  # inside a signed merged segment listed already
+                continue
+            nxt = files[i + 1] if i + 1 < len(files) else None
+            merged = nxt is not None and nxt.first_seq <= seg.last_seq
+            if merged and not self.signed(seg):
+                left_out.append(seg)  # a merge not yet signed: its originals are still the ledger
+                continue
+            listed.append(seg)
+        return listed, left_out
 
 
 def fsync_path(path: Path) -> None:

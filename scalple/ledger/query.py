@@ -25,12 +25,16 @@ def _empty() -> str:
 
 
 def _snapshot(con: duckdb.DuckDBPyConnection, layout: Layout, since_seq: int) -> str:
-    segments = [s for s in layout.segments() if s.checkpoint.exists()]
+    # Journals listed (and opened, through DuckDB's read below) before segments: a journal
+    # sealed meanwhile is then in the segment listing, and one removed before DuckDB reads it
+    # makes the read fail and the view look again.
+    journals_listed = layout.journals()
+    segments = layout.sealed()
     sealed_upto = segments[-1].last_seq if segments else 0
     # Segments wholly before `since_seq` are left out: DuckDB would open each file to prune it.
     segments = [s for s in segments if s.last_seq >= min(since_seq, sealed_upto)]
     # A journal sealed but not yet deleted is skipped, so nothing shows twice.
-    journals = [p for first, p in layout.journals() if first > sealed_upto]
+    journals = [p for first, p in journals_listed if first > sealed_upto]
     source = _empty()
     if journals:
         files = ", ".join(quote(p) for p in journals)

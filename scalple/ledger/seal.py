@@ -79,10 +79,13 @@ def seal(
     try:
         _write_parquet(con, pending.path, tmp)
         _check(con, tmp, pending)
+        os.chmod(tmp, READ_ONLY)
+        fsync_path(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a disk full midway: the journal is still the record
+        raise
     finally:
         con.close()
-    os.chmod(tmp, READ_ONLY)
-    fsync_path(tmp)
     os.replace(tmp, files.parquet)
     checkpoint = Checkpoint(
         segment=files.parquet.name,
@@ -99,4 +102,5 @@ def seal(
     data = _write_checkpoint(files.checkpoint, checkpoint)
     fsync_path(layout.segment_dir)
     pending.path.unlink()
+    layout.heads(pending.first_seq).unlink(missing_ok=True)  # the checkpoint vouches now
     return Sealed(checkpoint, digest(data))
