@@ -344,3 +344,29 @@ def test_behind_transaction_pooling_a_prepared_statement_is_parsed_again_where_i
     assert answer.records[0].status == "ok"
     step = s.client_data(_bind("", "_pg3_0", (b"8",)) + _execute() + SYNC)
     assert len(_sent(step)) == 1  # next transaction again
+
+
+def test_text_not_in_the_clients_encoding_is_refused_and_the_connection_goes_on() -> None:
+    s = _session()
+    step = s.client_data(message(b"Q", b"SELECT '\xff\xfe'\x00"))  # not UTF-8
+    assert _sent(step) == [s._probe] and step.write_ahead[0].status == "refused"
+    answer = s.server_data(_probe_error(s) + codec.encode_ready("I"))
+    assert _error_of(answer)["C"] == "22021" and not answer.close
+    assert s.client_data(codec.encode_query("SELECT 1")).write_ahead[0].status == "pending"
+
+
+def test_an_error_on_a_finished_portal_is_not_the_next_statements() -> None:
+    # PostgreSQL: a second Execute of a DELETE's portal fails (55000) after the DELETE ran;
+    # the Bind and Execute after it in the same batch never run.
+    s = _session()
+    step = s.client_data(
+        codec.encode_parse("s2", "DELETE FROM o WHERE id = 7") + _bind("", "s2") + _execute("", 1)
+        + _execute("", 0) + _bind("", "s2") + _execute("", 0) + SYNC
+    )  # fmt: skip
+    first, second = step.write_ahead
+    answer = s.server_data(
+        PARSE_OK + BIND_OK + message(b"C", b"DELETE 3\x00")
+        + codec.encode_error("55000", 'portal "" cannot be run') + codec.encode_ready("I")
+    )  # fmt: skip
+    by_id = {e.event_id: (e.status, e.sqlstate) for e in answer.records}
+    assert by_id == {first.event_id: ("ok", None), second.event_id: ("skipped", "55000")}

@@ -308,7 +308,9 @@ def message(mtype: bytes, body: bytes) -> bytes:
     return _HEADER.pack(mtype, len(body) + 4) + body
 
 
-def cstring(body: Body, pos: int, encoding: str = "utf-8") -> tuple[str, int]:
+def cstring(
+    body: Body, pos: int, encoding: str = "utf-8", errors: str = "strict"
+) -> tuple[str, int]:
     """The NUL-terminated string at `pos` and the position after it."""
     if type(body) is bytes:
         end = body.find(b"\x00", pos)
@@ -318,7 +320,7 @@ def cstring(body: Body, pos: int, encoding: str = "utf-8") -> tuple[str, int]:
     if end < 0:
         raise ProtocolViolation("string field is not NUL-terminated")
     try:
-        return str(body[pos:end], encoding), end + 1
+        return str(body[pos:end], encoding, errors), end + 1
     except UnicodeDecodeError as exc:
         raise ProtocolViolation(
             f"invalid byte sequence for the client encoding ({encoding})", "22021"
@@ -328,14 +330,16 @@ def cstring(body: Body, pos: int, encoding: str = "utf-8") -> tuple[str, int]:
 # --- frontend messages --------------------------------------------------------------------
 
 
-def decode_query(body: Body, encoding: str = "utf-8") -> str:
-    return cstring(body, 0, encoding)[0]
+def decode_query(body: Body, encoding: str = "utf-8", errors: str = "strict") -> str:
+    return cstring(body, 0, encoding, errors)[0]
 
 
-def decode_parse(body: Body, encoding: str = "utf-8") -> tuple[str, str, tuple[int, ...]]:
+def decode_parse(
+    body: Body, encoding: str = "utf-8", errors: str = "strict"
+) -> tuple[str, str, tuple[int, ...]]:
     """Parse: (statement name, query, parameter type OIDs)."""
-    name, pos = cstring(body, 0, encoding)
-    query, pos = cstring(body, pos, encoding)
+    name, pos = cstring(body, 0, encoding, errors)
+    query, pos = cstring(body, pos, encoding, errors)
     try:
         (n,) = _I16.unpack_from(body, pos)
         oids = struct.unpack_from(f"!{n}I", body, pos + 2) if n > 0 else ()

@@ -487,10 +487,15 @@ class Session:
     # --- extended protocol ------------------------------------------------------------------
 
     def _parse(self, step: Step, raw: bytes, body: Body) -> None:
-        name, sql, oids = codec.decode_parse(body, self.encoding)
+        try:
+            name, sql, oids = codec.decode_parse(body, self.encoding)
+            refusal: Refusal | None = None
+        except ProtocolViolation as exc:  # not in the client's encoding: the server refuses it
+            name, sql, oids = codec.decode_parse(body, self.encoding, "replace")
+            refusal = (exc.sqlstate, str(exc), None)
         pred = self._predicted
         lexed = self._lex(sql)
-        refusal = self._unreadable(lexed)
+        refusal = refusal or self._unreadable(lexed)
         command = Command()
         comment = None
         if refusal is None and name and name in pred.statements:
@@ -639,14 +644,19 @@ class Session:
         return classify(sql, lexed, self.standard_strings)
 
     def _query(self, step: Step, raw: bytes, body: Body) -> None:
-        sql = codec.decode_query(body, self.encoding)
+        try:
+            sql = codec.decode_query(body, self.encoding)
+            refusal: Refusal | None = None
+        except ProtocolViolation as exc:  # not in the client's encoding: the server refuses it
+            sql = codec.decode_query(body, self.encoding, "replace")
+            refusal = (exc.sqlstate, str(exc), None)
         lexed = self._lex(sql)
         item = Pending(Owed.QUERY)
-        if not lexed.statements:  # an empty query is no statement: nothing to record
+        if not lexed.statements and refusal is None:  # an empty query: nothing to record
             self._queue.append(item)
             step.send(raw)
             return
-        refusal = self._unreadable(lexed)
+        refusal = refusal or self._unreadable(lexed)
         pieces = self._split(sql, lexed) if refusal is None else [(sql, lexed)]
         if pieces is None:
             refusal = ("42601", "scalple: cannot split this message into statements", None)
@@ -1019,32 +1029,35 @@ class Session:
                     step.records.append(self.records.outcome(rest, "skipped"))
                 head.index = len(head.runs)
             return None
-        # Extended protocol: the server skips everything up to Sync; so do we. The error is
-        # the statement's when its own Execute failed; when a message before it did (a Parse,
-        # a Bind), the statement never ran: skipped, with the error that stopped it.
+        # Extended protocol: the server skips everything up to Sync; so do we. The error is the
+        # failed message's: its statement's when it was an Execute of one not yet answered.
+        # What comes after never ran: skipped, the first one with the error that stopped it
+        # when the error was no statement's own (a failed Parse or Bind).
+        routine = fields.get("R")
         replacement = None
-        first = True
-        failed_at = head.kind if head is not None else None
+        placed = False
         while self._queue and self._queue[0].kind is not Owed.SYNC:
             item = self._queue.popleft()
-            if first:
+            if item is head:
                 replacement = self._replaced(step, item, message)
-                if replacement is not None:
-                    first = False
-                    continue
+                placed = replacement is not None
+                for run in item.runs[item.index :] if not placed else ():
+                    if not run.done:
+                        run.fail(_status_for(sqlstate), sqlstate, message, routine)
+                        step.records.append(self.records.outcome(run))
+                        placed = True
+                continue
             for run in item.runs[item.index :]:
-                if run.done or (run.suspended and not first):
+                if run.done or run.suspended:
                     continue
-                if first:
-                    ran = failed_at is Owed.EXECUTE
-                    status = _status_for(sqlstate) if ran else "skipped"
-                    run.fail(status, sqlstate, message, fields.get("R"))
+                if not placed:
+                    run.fail("skipped", sqlstate, message, routine)
                     step.records.append(self.records.outcome(run))
-                    first = False
+                    placed = True
                 else:
                     step.records.append(self.records.outcome(run, "skipped"))
-        if first:
-            self._batch_error = (sqlstate, message, fields.get("R"))
+        if not placed:
+            self._batch_error = (sqlstate, message, routine)
         return replacement
 
     def _replaced(self, step: Step, item: Pending, message: str) -> bytes | None:
