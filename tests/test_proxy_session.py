@@ -370,3 +370,20 @@ def test_an_error_on_a_finished_portal_is_not_the_next_statements() -> None:
     )  # fmt: skip
     by_id = {e.event_id: (e.status, e.sqlstate) for e in answer.records}
     assert by_id == {first.event_id: ("ok", None), second.event_id: ("skipped", "55000")}
+
+
+def test_an_error_planning_a_statement_at_its_bind_is_its_error() -> None:
+    # `1/$1` with 0 bound is folded while planning, at Bind: the statement failed, it was not
+    # skipped; the statement after it in the batch was.
+    s = _session()
+    describe = message(b"D", b"P\x00")
+    step = s.client_data(
+        codec.encode_parse("", "SELECT 1/$1") + _bind("", "", (b"0",)) + describe + _execute()
+        + codec.encode_parse("", "SELECT 2") + _bind() + describe + _execute() + SYNC
+    )  # fmt: skip
+    bad, later = step.write_ahead
+    answer = s.server_data(
+        PARSE_OK + codec.encode_error("22012", "division by zero") + codec.encode_ready("I")
+    )
+    by_id = {e.event_id: (e.status, e.sqlstate) for e in answer.records}
+    assert by_id == {bad.event_id: ("error", "22012"), later.event_id: ("skipped", None)}

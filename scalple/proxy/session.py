@@ -1050,8 +1050,9 @@ class Session:
             for run in item.runs[item.index :]:
                 if run.done or run.suspended:
                     continue
-                if not placed:
-                    run.fail("skipped", sqlstate, message, routine)
+                if not placed:  # its own Parse or Bind failing (a plan's error) is its error
+                    status = _status_for(sqlstate) if _prepares(head, item) else "skipped"
+                    run.fail(status, sqlstate, message, routine)
                     step.records.append(self.records.outcome(run))
                     placed = True
                 else:
@@ -1154,6 +1155,14 @@ class Session:
             self._message(step, frame.type, frame.raw, frame.body)
             if step.close:
                 return
+
+
+def _prepares(failed: Pending | None, item: Pending) -> bool:
+    """Is `failed` the Parse, Bind or Describe that made what Execute `item` runs?"""
+    portal = item.target
+    if failed is None or not isinstance(portal, Portal):
+        return False
+    return failed.target is portal or failed.target is portal.statement
 
 
 def _portal_name(mirror: Mirror, portal: Portal) -> str:

@@ -414,17 +414,22 @@ class ClientCheck:
         self.expected.append(e)
 
     def _weights(self, e: Expected) -> list[int]:
-        """3 for an event of the statement's text with an outcome, 1 for one the ledger says did
-        not run; a statement bound but never run matches only the latter."""
+        """4 for an event of the statement's text that ran (ok, or an outcome still owed), 3 for
+        one that failed (it may have failed before running: a Bind refused, a plan's error), 1
+        for one the ledger says did not run; a statement bound but never run matches only the
+        latter."""
         accepted, anyway, ran = e.accepted, e.anyway, e.ran
         out = []
         for n, ev in zip(self.norms, self.events, strict=True):
+            status = ev.get("status")
             if n is None or (n not in accepted and n not in anyway):
                 out.append(0)
-            elif ev.get("status") in ("refused", "skipped"):
+            elif status in ("refused", "skipped"):
                 out.append(1)
+            elif not ran:
+                out.append(0)
             else:
-                out.append(3 if ran else 0)
+                out.append(3 if status in ("error", "cancelled") else 4)
         return out
 
     def finish(self) -> Report:
