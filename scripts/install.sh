@@ -56,6 +56,25 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
 fi
 
+# A C compiler and the Python headers compile the per-statement hot path (Cython, setup.py);
+# without them Scalple installs uncompiled, and runs slower.
+vpy="$py"
+[ -x "$venv/bin/python" ] && vpy="$venv/bin/python"
+if command -v "$vpy" >/dev/null 2>&1; then
+  vver=$("$vpy" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  vheaders=$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  if ! command -v cc >/dev/null 2>&1 || [ ! -e "$vheaders/Python.h" ]; then
+    if can_apt; then
+      command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+      [ -e "$vheaders/Python.h" ] || [[ " ${need[*]} " == *" python$vver-dev "* ]] \
+        || need+=("python$vver-dev")
+    else
+      say "note: no C compiler or Python headers: scalple installs uncompiled (slower);" \
+        "to compile it: sudo apt-get install -y gcc python$vver-dev"
+    fi
+  fi
+fi
+
 if [ ${#need[@]} -gt 0 ]; then
   if can_apt; then
     say "installing ${need[*]}"

@@ -9,7 +9,9 @@ bash scripts/install.sh --test
 venv=$(scalple_venv)
 export PATH="$venv/bin:$PATH"
 py="$venv/bin/python"
-echo "== ruff"; "$py" -m ruff check scalple tests bench scripts
+echo "== ruff"; "$py" -m ruff check scalple tests bench scripts setup.py
 echo "== mypy"; "$py" -m mypy
 echo "== docs are current"; "$py" scripts/gen_docs.py --check
-echo "== pytest ($py)"; "$py" -m pytest -q -p no:cacheprovider "$@"
+echo "== pytest, hot path compiled ($py)"; "$py" -m pytest -q -p no:cacheprovider "$@"
+echo "== pytest, hot path uncompiled (SCALPLE_PURE=1)"
+SCALPLE_PURE=1 "$py" -m pytest -q -p no:cacheprovider "$@"

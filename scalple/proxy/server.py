@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from scalple import _compiled
 from scalple.analysis import Analyzer, Catalog
 from scalple.analysis import Policy as AnalysisPolicy
 from scalple.config import Config
@@ -340,11 +341,12 @@ async def serve(
         raise ConfigError(f"cannot listen on {config['listen']}: {exc.strerror}") from exc
     where = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
     log.info(
-        "listening on %s, upstream %s:%s, ledger %s (%s)",
+        "listening on %s, upstream %s:%s, ledger %s (%s), hot path %s",
         where,
         *proxy.upstream,
         config.ledger_dir,
         config["durability"],
+        _build_note(),
     )
     if ready is not None:
         result = ready(where)
@@ -358,6 +360,14 @@ async def serve(
         await proxy.drain(float(config["drain_seconds"]))
         await sink.aclose()
         log.info("stopped; ledger closed")
+
+
+def _build_note() -> str:
+    running = _compiled.running()
+    fast = sum(running.values())
+    if not running or not fast:
+        return "uncompiled" + (" (SCALPLE_PURE=1)" if _compiled.built() else "")
+    return "compiled" if fast == len(running) else f"compiled in part ({fast}/{len(running)})"
 
 
 def run(config: Config, load: Callable[[], Config] | None = None) -> None:
