@@ -62,6 +62,7 @@ class _Collector(Collector):
     def __init__(self, counts: Counts, ledger: Path) -> None:
         self.counts = counts
         self.ledger = ledger
+        self.sink: object | None = None  # the ledger sink, for its write and sync counts
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         c = self.counts
@@ -83,6 +84,14 @@ class _Collector(Collector):
         yield GaugeMetricFamily(
             "scalple_ledger_bytes", "Bytes under the ledger directory", ledger_bytes(self.ledger)
         )
+        writes, syncs = getattr(self.sink, "writes", None), getattr(self.sink, "syncs", None)
+        if isinstance(writes, int) and isinstance(syncs, int):
+            yield CounterMetricFamily(
+                "scalple_ledger_writes", "write() calls appending to the journal", writes
+            )
+            yield CounterMetricFamily(
+                "scalple_ledger_syncs", "fdatasync() calls making the journal durable", syncs
+            )
         yield GaugeMetricFamily(
             "scalple_event_loop_lag_seconds",
             "How late the event loop ran a timer, over the last interval",
@@ -104,7 +113,8 @@ class Metrics:
     def __init__(self, ledger: Path) -> None:
         self.counts = Counts()
         self.registry = CollectorRegistry()
-        self.registry.register(_Collector(self.counts, ledger))
+        self.collector = _Collector(self.counts, ledger)
+        self.registry.register(self.collector)
         self.write_latency = Histogram(
             "scalple_audit_write_seconds",
             "Time from handing a batch of audit events to the ledger until it is durable",

@@ -146,6 +146,7 @@ class Proxy:
     ) -> None:
         self.analyzer = analyzer
         self.metrics = Metrics(config.ledger_dir)
+        self.metrics.collector.sink = sink
         self.counts = self.metrics.counts
         self.sink = sink
         self._loop = loop or asyncio.get_running_loop()
