@@ -1,0 +1,166 @@
+"""Actor-day profiles and their baselines, computed by DuckDB over the ledger's `events` view.
+
+A statement belongs to the day (and hour) of its `ts_start` in the configured time zone; its
+outcome adds rows, status and the subjects seen in results. Per actor and day: statements,
+distinct subjects, subjects new to the actor (not touched in `novel_days`), rows read, bulk
+reads, distinct tables, statements at the actor's unusual hours, refusals. Baselines of a day
+are taken over the `baseline_days` before it: the actor's median, and the median over those
+days of the peer group's 99th percentile. Allow-listed actors are left out of everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import duckdb
+
+from scalple.watch.rules import METRICS
+from scalple.watch.settings import WatchSettings
+
+DAY_US: Final = 86_400_000_000
+HOUR_US: Final = 3_600_000_000
+USUAL_HOUR_DAYS: Final = 2  # an hour is usual for an actor who worked in it on 2 baseline days
+PEER_QUANTILE: Final = 0.99
+COUNTERS: Final = tuple(dict.fromkeys(METRICS.values()))
+
+
+def sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def local_us(settings: WatchSettings, ts: str = "ts_start") -> str:
+    """µs since the epoch of local wall-clock time (days and hours are counted on it)."""
+    if settings.timezone == "UTC":
+        return ts
+    return f"epoch_us(timezone({sql_text(settings.timezone)}, make_timestamptz({ts})))"
+
+
+def _any_glob(column: str, patterns: Sequence[str]) -> str:
+    # GLOB and fnmatch.fnmatchcase agree: *, ?, [...], case-sensitive.
+    return " OR ".join(f"{column} GLOB {sql_text(p)}" for p in patterns) or "false"
+
+
+def group_sql(settings: WatchSettings) -> str:
+    """The peer group of a statement row (configured groups first, then `peer_by`)."""
+    key = {
+        "role_app": "coalesce(db_role, '') || '/' || coalesce(application_name, '')",
+        "role": "coalesce(db_role, '')",
+        "app": "coalesce(application_name, '')",
+        "none": "'all'",
+    }[settings.peer_by]
+    cases = " ".join(
+        f"WHEN {_any_glob('actor', pats)} THEN {sql_text('group:' + name)}"
+        for name, pats in settings.peer_groups.items()
+    )
+    return f"CASE {cases} ELSE {key} END" if cases else key
+
+
+def load_statements(
+    con: duckdb.DuckDBPyConnection, settings: WatchSettings, lo_us: int, hi_us: int
+) -> None:
+    """Table `w_st`: attributed statements in [lo_us, hi_us), outcome merged, one row each."""
+    local = local_us(settings)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE w_st AS
+        WITH s AS (
+          SELECT event_id, seq, actor, ts_start, db_role, application_name, tables, audit_class,
+                 subjects
+          FROM events WHERE kind = 'statement' AND actor IS NOT NULL
+            AND ts_start >= {int(lo_us)} AND ts_start < {int(hi_us)}
+            AND NOT ({_any_glob("actor", settings.allow)})
+        ), o AS (
+          SELECT event_id, rows, status, sqlstate, command_tag, subjects
+          FROM events WHERE kind = 'outcome'
+            AND ts_start >= {int(lo_us)} AND ts_start < {int(hi_us)}
+        )
+        SELECT s.event_id, s.seq, s.actor, s.ts_start,
+          CAST({local} // {DAY_US} AS INTEGER) AS day,
+          CAST(({local} // {HOUR_US}) % 24 AS INTEGER) AS hour,
+          {group_sql(settings)} AS grp,
+          s.tables,
+          CASE WHEN s.audit_class = 'READ' THEN coalesce(o.rows, 0) ELSE 0 END AS rows_read,
+          coalesce(s.audit_class = 'READ' AND (o.rows >= {settings.bulk_rows}
+                   OR o.command_tag LIKE 'COPY%'), false) AS bulk,
+          coalesce(o.status = 'refused' OR o.sqlstate = '42501', false) AS refused,
+          list_distinct(list_concat(s.subjects, coalesce(o.subjects, []))) AS subjects
+        FROM s LEFT JOIN o USING (event_id)
+        """
+    )
+
+
+def build_profiles(con: duckdb.DuckDBPyConnection, settings: WatchSettings) -> None:
+    """Tables `w_touch` (actor, day, subject, new) and `w_day` (one row per actor-day)."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE w_touch AS
+        SELECT actor, day, subject,
+          coalesce(day - lag(day) OVER (PARTITION BY actor, subject ORDER BY day)
+                   > {settings.novel_days}, true) AS new
+        FROM (SELECT DISTINCT actor, day, unnest(subjects) AS subject FROM w_st);
+
+        CREATE OR REPLACE TEMP TABLE w_hours AS
+        SELECT actor, day, hour, n,
+          count(*) OVER (PARTITION BY actor, hour ORDER BY day
+                         RANGE BETWEEN {settings.baseline_days} PRECEDING AND 1 PRECEDING)
+            >= {USUAL_HOUR_DAYS} AS usual
+        FROM (SELECT actor, day, hour, count(*) AS n FROM w_st GROUP BY ALL);
+
+        CREATE OR REPLACE TEMP TABLE w_day AS
+        WITH d AS (
+          SELECT actor, day, arg_min(grp, seq) AS grp, count(*) AS statements,
+            sum(rows_read) AS rows_read, count(*) FILTER (WHERE bulk) AS bulk_reads,
+            count(*) FILTER (WHERE refused) AS refusals,
+            len(list_distinct(flatten(list(tables)))) AS tables
+          FROM w_st GROUP BY actor, day
+        ), t AS (
+          SELECT actor, day, count(*) AS subjects, count(*) FILTER (WHERE new) AS new_subjects
+          FROM w_touch GROUP BY actor, day
+        ), h AS (
+          SELECT actor, day, sum(n) FILTER (WHERE NOT usual) AS off_hours
+          FROM w_hours GROUP BY actor, day
+        )
+        SELECT d.*, coalesce(t.subjects, 0) AS subjects,
+          coalesce(t.new_subjects, 0) AS new_subjects, coalesce(h.off_hours, 0) AS off_hours
+        FROM d LEFT JOIN t USING (actor, day) LEFT JOIN h USING (actor, day);
+        """
+    )
+
+
+def _peer_days(settings: WatchSettings) -> str:
+    quantiles = ", ".join(f"quantile_disc({m}, {PEER_QUANTILE}) AS q_{m}" for m in COUNTERS)
+    return f"SELECT grp, day, count(*) AS actors, {quantiles} FROM w_day GROUP BY grp, day"
+
+
+def build_baselines(con: duckdb.DuckDBPyConnection, settings: WatchSettings) -> None:
+    """Table `w_base`: `w_day` with own_<m>, own_days, peer_<m>, peers for every row."""
+    frame = f"ORDER BY day RANGE BETWEEN {settings.baseline_days} PRECEDING AND 1 PRECEDING"
+    own = ", ".join(f"coalesce(median({m}) OVER own, 0) AS own_{m}" for m in COUNTERS)
+    peer = ", ".join(f"coalesce(median(q_{m}) OVER g, 0) AS peer_{m}" for m in COUNTERS)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE w_base AS
+        WITH o AS (
+          SELECT *, {own}, count(*) OVER own AS own_days FROM w_day
+          WINDOW own AS (PARTITION BY actor {frame})
+        ), p AS (
+          SELECT grp, day, {peer}, coalesce(max(actors) OVER g, 0) AS peers
+          FROM ({_peer_days(settings)}) WINDOW g AS (PARTITION BY grp {frame})
+        )
+        SELECT o.*, p.* EXCLUDE (grp, day) FROM o JOIN p USING (grp, day)
+        """
+    )
+
+
+def rows(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description or ()]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def profile(
+    con: duckdb.DuckDBPyConnection, settings: WatchSettings, lo_us: int, hi_us: int
+) -> None:
+    """All of the above over [lo_us, hi_us) of the `events` view."""
+    load_statements(con, settings, lo_us, hi_us)
+    build_profiles(con, settings)
