@@ -420,14 +420,8 @@ _WATCH: tuple[Setting, ...] = (
         "watch",
         _int,
         1000,
-        "alerts held for a webhook that does not answer; past it the oldest are dropped",
-    ),
-    Setting(
-        "webhook_retries",
-        "watch",
-        _int,
-        5,
-        "attempts per alert before it is dropped (backing off between them)",
+        "alerts held (and retried) for a webhook that does not take them; past it the oldest "
+        "is dropped, counted and logged",
     ),
     Setting("webhook_timeout", "watch", _float, 5.0, "seconds one webhook POST may take"),
     Setting(

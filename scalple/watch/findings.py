@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
-
-import duckdb
+from typing import TYPE_CHECKING, Any, Final
 
 from scalple.watch.profile import COUNTERS, rows
 from scalple.watch.rules import METRICS, Baseline, Verdict, candidate_sql, judge, summary
 from scalple.watch.settings import WatchSettings
+
+if TYPE_CHECKING:
+    import duckdb
 
 EVIDENCE_IDS: Final = 50  # event ids cited per finding; evidence.statements says how many in all
 EPOCH: Final = datetime.date(1970, 1, 1)

@@ -11,12 +11,13 @@ days of the peer group's 99th percentile. Allow-listed actors are left out of ev
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
-
-import duckdb
+from typing import TYPE_CHECKING, Any, Final
 
 from scalple.watch.rules import METRICS
 from scalple.watch.settings import WatchSettings
+
+if TYPE_CHECKING:
+    import duckdb
 
 DAY_US: Final = 86_400_000_000
 HOUR_US: Final = 3_600_000_000
@@ -128,7 +129,7 @@ def build_profiles(con: duckdb.DuckDBPyConnection, settings: WatchSettings) -> N
     )
 
 
-def _peer_days(settings: WatchSettings) -> str:
+def peer_days() -> str:
     quantiles = ", ".join(f"quantile_disc({m}, {PEER_QUANTILE}) AS q_{m}" for m in COUNTERS)
     return f"SELECT grp, day, count(*) AS actors, {quantiles} FROM w_day GROUP BY grp, day"
 
@@ -146,7 +147,7 @@ def build_baselines(con: duckdb.DuckDBPyConnection, settings: WatchSettings) -> 
           WINDOW own AS (PARTITION BY actor {frame})
         ), p AS (
           SELECT grp, day, {peer}, coalesce(max(actors) OVER g, 0) AS peers
-          FROM ({_peer_days(settings)}) WINDOW g AS (PARTITION BY grp {frame})
+          FROM ({peer_days()}) WINDOW g AS (PARTITION BY grp {frame})
         )
         SELECT o.*, p.* EXCLUDE (grp, day) FROM o JOIN p USING (grp, day)
         """
