@@ -168,7 +168,8 @@ class Watcher:
         for actor, ad in today.actors.items():
             seen.setdefault(actor, set()).update(ad.subjects)
         # Until the new baselines are read, yesterday's stand in (subjects seen kept current).
-        stand_in = Baselines(day, today.base.own, today.base.peers, today.base.hours, seen)
+        old = today.base
+        stand_in = Baselines(day, old.own, old.peers, old.hours, old.group_hours, seen)
         self.today = Today(self.settings, stand_in)
         self.raised.clear()
         threading.Thread(target=self._reload, args=(day,), daemon=True).start()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 DAY_US: Final = 86_400_000_000
 HOUR_US: Final = 3_600_000_000
 USUAL_HOUR_DAYS: Final = 2  # an hour is usual for an actor who worked in it on 2 baseline days
+GROUP_HOUR_SHARE: Final = 0.01  # or for peers when 1% of their actor-days had work in it
 PEER_QUANTILE: Final = 0.99
 COUNTERS: Final = tuple(dict.fromkeys(METRICS.values()))
 
@@ -92,7 +93,13 @@ def load_statements(
 
 
 def build_profiles(con: duckdb.DuckDBPyConnection, settings: WatchSettings) -> None:
-    """Tables `w_touch` (actor, day, subject, new) and `w_day` (one row per actor-day)."""
+    """Tables `w_touch` (actor, day, subject, new), `w_ghours` (grp, day, hour, actors active),
+    `w_hours` (actor, day, hour, n, usual) and `w_day` (one row per actor-day).
+
+    An hour is usual when the actor worked in it on `USUAL_HOUR_DAYS` of their baseline days, or
+    when `GROUP_HOUR_SHARE` of their peer group's actor-days in the baseline had work in it.
+    """
+    frame = f"RANGE BETWEEN {settings.baseline_days} PRECEDING AND 1 PRECEDING"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE w_touch AS
@@ -101,14 +108,7 @@ def build_profiles(con: duckdb.DuckDBPyConnection, settings: WatchSettings) -> N
                    > {settings.novel_days}, true) AS new
         FROM (SELECT DISTINCT actor, day, unnest(subjects) AS subject FROM w_st);
 
-        CREATE OR REPLACE TEMP TABLE w_hours AS
-        SELECT actor, day, hour, n,
-          count(*) OVER (PARTITION BY actor, hour ORDER BY day
-                         RANGE BETWEEN {settings.baseline_days} PRECEDING AND 1 PRECEDING)
-            >= {USUAL_HOUR_DAYS} AS usual
-        FROM (SELECT actor, day, hour, count(*) AS n FROM w_st GROUP BY ALL);
-
-        CREATE OR REPLACE TEMP TABLE w_day AS
+        CREATE OR REPLACE TEMP TABLE w_day0 AS
         WITH d AS (
           SELECT actor, day, arg_min(grp, seq) AS grp, count(*) AS statements,
             sum(rows_read) AS rows_read, count(*) FILTER (WHERE bulk) AS bulk_reads,
@@ -118,13 +118,42 @@ def build_profiles(con: duckdb.DuckDBPyConnection, settings: WatchSettings) -> N
         ), t AS (
           SELECT actor, day, count(*) AS subjects, count(*) FILTER (WHERE new) AS new_subjects
           FROM w_touch GROUP BY actor, day
-        ), h AS (
-          SELECT actor, day, sum(n) FILTER (WHERE NOT usual) AS off_hours
-          FROM w_hours GROUP BY actor, day
         )
         SELECT d.*, coalesce(t.subjects, 0) AS subjects,
-          coalesce(t.new_subjects, 0) AS new_subjects, coalesce(h.off_hours, 0) AS off_hours
-        FROM d LEFT JOIN t USING (actor, day) LEFT JOIN h USING (actor, day);
+          coalesce(t.new_subjects, 0) AS new_subjects
+        FROM d LEFT JOIN t USING (actor, day);
+
+        CREATE OR REPLACE TEMP TABLE w_ahours AS
+        SELECT actor, day, hour, count(*) AS n FROM w_st GROUP BY ALL;
+
+        CREATE OR REPLACE TEMP TABLE w_ghours AS
+        SELECT grp, day, hour, count(*) AS actors
+        FROM w_ahours JOIN w_day0 USING (actor, day) GROUP BY ALL;
+
+        CREATE OR REPLACE TEMP TABLE w_hours AS
+        WITH own AS (
+          SELECT actor, day, hour, n,
+            count(*) OVER (PARTITION BY actor, hour ORDER BY day {frame}) >= {USUAL_HOUR_DAYS}
+              AS usual
+          FROM w_ahours
+        ), gdays AS (
+          SELECT grp, day, sum(count(*)) OVER (PARTITION BY grp ORDER BY day {frame}) AS total
+          FROM w_day0 GROUP BY grp, day
+        ), grp AS (
+          SELECT grp, day, hour,
+            sum(actors) OVER (PARTITION BY grp, hour ORDER BY day {frame}) AS at_hour
+          FROM w_ghours
+        )
+        SELECT own.actor, own.day, own.hour, own.n,
+          own.usual OR coalesce(grp.at_hour >= {GROUP_HOUR_SHARE} * gdays.total, false) AS usual
+        FROM own JOIN w_day0 d USING (actor, day)
+        JOIN grp ON grp.grp = d.grp AND grp.day = own.day AND grp.hour = own.hour
+        JOIN gdays ON gdays.grp = d.grp AND gdays.day = own.day;
+
+        CREATE OR REPLACE TEMP TABLE w_day AS
+        SELECT d.*, coalesce(h.off_hours, 0) AS off_hours FROM w_day0 d LEFT JOIN (
+          SELECT actor, day, sum(n) FILTER (WHERE NOT usual) AS off_hours
+          FROM w_hours GROUP BY actor, day) h USING (actor, day);
         """
     )
 

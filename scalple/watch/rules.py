@@ -29,7 +29,7 @@ _DID: Final = {
     "rows": "read {x} rows",
     "bulk": "ran {x} bulk reads or COPY exports (each ≥ {bulk} rows or a COPY ... TO)",
     "tables": "used {x} distinct tables",
-    "off_hours": "ran {x} statements at hours they do not usually work",
+    "off_hours": "ran {x} statements at hours neither they nor their peers usually work",
     "refusals": "had {x} statements refused or denied permission (42501)",
 }
 HIGH: Final = 3.0

@@ -18,7 +18,15 @@ from typing import Any, Final
 
 from scalple.events import AuditEvent
 from scalple.watch.findings import Finding, make_finding
-from scalple.watch.profile import COUNTERS, DAY_US, HOUR_US, USUAL_HOUR_DAYS, peer_days, rows
+from scalple.watch.profile import (
+    COUNTERS,
+    DAY_US,
+    GROUP_HOUR_SHARE,
+    HOUR_US,
+    USUAL_HOUR_DAYS,
+    peer_days,
+    rows,
+)
 from scalple.watch.rules import METRICS, Baseline, judge
 from scalple.watch.settings import WatchSettings
 
@@ -119,6 +127,7 @@ class Baselines:
     own: dict[str, dict[str, float]] = field(default_factory=dict)  # + "days"
     peers: dict[str, dict[str, float]] = field(default_factory=dict)  # + "peers"
     hours: dict[str, set[int]] = field(default_factory=dict)
+    group_hours: dict[str, set[int]] = field(default_factory=dict)
     seen: dict[str, set[int]] = field(default_factory=dict)
 
     def of(self, actor: str, grp: str, metric: str) -> Baseline:
@@ -159,7 +168,9 @@ class Today:
             ad = self.actors[actor] = ActorDay(grp)
         mask = [0]
         ad.statements += 1
-        if hour not in self.base.hours.get(actor, ()):
+        if hour not in self.base.hours.get(actor, ()) and hour not in self.base.group_hours.get(
+            ad.grp, ()
+        ):
             ad.off_hours += 1
             ad.cite("off_hours", event_id, ts, mask)
         tables = tuple(tables)
@@ -295,11 +306,19 @@ def read_baselines(con: Any, settings: WatchSettings, day: int) -> Baselines:
         grp = r.pop("grp")
         base.peers[grp] = {k: float(v or 0) for k, v in r.items()}
     for actor, hours in con.execute(
-        "SELECT actor, list(hour) FROM (SELECT actor, hour, count(*) AS days FROM w_hours "
+        "SELECT actor, list(hour) FROM (SELECT actor, hour, count(*) AS days FROM w_ahours "
         "WHERE day BETWEEN ? AND ? GROUP BY ALL) WHERE days >= ? GROUP BY actor",
         [lo, hi, USUAL_HOUR_DAYS],
     ).fetchall():
         base.hours[actor] = set(hours)
+    for grp, hours in con.execute(
+        "SELECT grp, list(hour) FROM (SELECT grp, hour, sum(actors) AS at_hour FROM w_ghours "
+        "WHERE day BETWEEN $lo AND $hi GROUP BY ALL) JOIN (SELECT grp, count(*) AS total "
+        "FROM w_day0 WHERE day BETWEEN $lo AND $hi GROUP BY grp) USING (grp) "
+        "WHERE at_hour >= $share * total GROUP BY grp",
+        {"lo": lo, "hi": hi, "share": GROUP_HOUR_SHARE},
+    ).fetchall():
+        base.group_hours[grp] = set(hours)
     for actor, subjects in con.execute(
         "SELECT actor, list(DISTINCT subject) FROM w_touch WHERE day BETWEEN ? AND ? "
         "GROUP BY actor",
