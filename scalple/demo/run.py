@@ -33,6 +33,17 @@ NOTEBOOK = "notebook"
 CUSTOMER = "42"
 EMAIL = "dana.reyes@example.com"  # customer 42's address: personal data in a statement
 ALICE, BOB, ANALYST = "alice@corp.example", "bob@corp.example", "analyst@corp.example"
+CAROL = "carol@corp.example"
+# Alice, Bob, Carol and five colleagues at the same desk: the history the watch act compares with.
+DESK = [
+    ALICE,
+    BOB,
+    CAROL,
+    *(f"{n}@corp.example" for n in ("dan", "erin", "frank", "grace", "heidi")),
+]
+HISTORY_DAYS = 20
+BROWSED = range(200, 230)  # customers nobody at the desk has a case for
+ALERT_SECONDS = 60  # longest the demo waits for the live alert
 
 SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text NOT NULL);
@@ -70,6 +81,7 @@ class Stack:
     sandbox: Sandbox
     ledger: Path
     proxy_port: int = 0
+    started_us: int = 0
     proxy: subprocess.Popen[bytes] | None = None
     bouncer: bool = False
     leaked: list[str] = field(default_factory=list)
@@ -77,6 +89,10 @@ class Stack:
     @property
     def config(self) -> Path:
         return self.sandbox.base / "scalple.toml"
+
+    @property
+    def alerts(self) -> Path:
+        return self.sandbox.base / "alerts.jsonl"
 
     @property
     def upstream_port(self) -> int:
@@ -140,6 +156,7 @@ class Demo:
             pairs = self._trails(stack)
             self._blame(stack)
             self._ledger_commands(stack)
+            self._watch(stack)
             if self.keep:
                 self._hold(stack)
         return 0 if pairs else 1
@@ -188,9 +205,15 @@ class Demo:
     def _start_proxy(self, stack: Stack) -> None:
         stack.proxy_port = free_port()
         conf = stack.config
-        settings = {**PROXY_SETTINGS, "ledger": {"key_dir": str(stack.sandbox.base / "keys")}}
+        settings = {
+            **PROXY_SETTINGS,
+            "ledger": {"key_dir": str(stack.sandbox.base / "keys")},
+            "watch": {"alerts_file": str(stack.alerts)},
+        }
         conf.write_text(_toml(settings))
         self._signing_key(stack)
+        self._history(stack)
+        stack.started_us = time.time_ns() // 1000
         log = stack.sandbox.base / "scalple.log"
         args = [
             sys.executable,
@@ -354,7 +377,8 @@ class Demo:
     def _settled_events(self, stack: Stack) -> list[dict[str, Any]]:
         deadline = time.monotonic() + 10
         while True:
-            events = self._events(stack)
+            # this run's records only, not the history written before the proxy started
+            events = [e for e in self._events(stack) if e["ts_start"] >= stack.started_us]
             done = {e["event_id"] for e in events if e["kind"] == "outcome"}
             if all(e["event_id"] in done for e in scalple_statements(events)):
                 return events
@@ -482,6 +506,70 @@ class Demo:
         for line in (proc.stdout + proc.stderr).rstrip().splitlines():
             self.out.print("    " + line, markup=False, highlight=False)
         self.say(f"  [dim](exit status {proc.returncode})[/]")
+
+    # -- watching: the insider act ------------------------------------------------------------
+
+    def _history(self, stack: Stack) -> None:
+        """Weeks of ordinary desk work, written to the ledger before the proxy opens it."""
+        if "live_alerts" not in cfg.BY_NAME:
+            return
+        from scalple.ledger import open_sink
+        from scalple.ledger.keys import subject_secret
+        from scalple.watch.synthetic import DAY_US, Desk, history, office_days
+
+        keys = stack.sandbox.base / "keys"
+        sink = open_sink(stack.ledger, "os", key_dir=str(keys))
+        days = office_days(time.time_ns() // 1000 // DAY_US, HISTORY_DAYS)
+        for events in history(subject_secret(keys), DESK, days, desk=Desk(application_name=APP)):
+            sink.append_sync(events)
+        sink.close()
+        self.say(
+            f"  [green]✓[/] {HISTORY_DAYS} working days of ordinary work by {len(DESK)} colleagues "
+            "at the shop-web desk, written to the ledger (the history the watch rules compare with)"
+        )
+
+    def _watch(self, stack: Stack) -> None:
+        if "live_alerts" not in cfg.BY_NAME:
+            return
+        self.say(
+            f"\n[bold]Watching[/]: {CAROL} browses {len(BROWSED)} customers she has no case for, "
+            "one lookup at a time, through the same app:"
+        )
+        with stack.via_proxy(APP, options=f"-c scalple.user={CAROL}") as carol:
+            for i in BROWSED:
+                sql = f"SELECT id, name FROM customers WHERE id = {i}"
+                with _answer_within(ANSWER_SECONDS, stack, sql):
+                    carol.execute(sql.encode())
+        self.say(f"  {CAROL:<22} [dim]{'startup option':<15}[/] SELECT id, name FROM customers "
+                 f"WHERE id = … ({len(BROWSED)} times)")  # fmt: skip
+        alerts = self._alerts(stack)
+        for a in alerts:
+            self.say(
+                f"  [bold red]ALERT[/] [bold]{escape(a['rule'])}[/] ({escape(a['severity'])}, "
+                f"score {a['score']:.1f}) {escape(a['actor'])}: {escape(a['summary'])}"
+            )
+        if not alerts:
+            self.say(f"  [yellow]no live alert within {ALERT_SECONDS} s[/]")
+        else:
+            self.say(
+                "  Raised live by scalple serve, written to the ledger as an alert record "
+                "(scalple dsar --actor shows it) and to the alerts file as JSON lines."
+            )
+        self.say("\n[bold]scalple anomalies[/]: the same rules over the ledger, offline")
+        self._run_cli(["anomalies", "--since", "1d", "--ledger", str(stack.ledger)], stack.config)
+
+    def _alerts(self, stack: Stack) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + ALERT_SECONDS
+        while time.monotonic() < deadline:
+            if stack.alerts.exists():
+                lines = stack.alerts.read_text().splitlines()
+                got = [json.loads(line) for line in lines if line.strip()]
+                if any(a["actor"] == CAROL for a in got):
+                    time.sleep(1.5)  # the next judging pass may add the day's other rules
+                    lines = stack.alerts.read_text().splitlines()
+                    return [json.loads(line) for line in lines if line.strip()]
+            time.sleep(0.2)
+        return []
 
 
 @contextlib.contextmanager
