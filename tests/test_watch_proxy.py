@@ -4,11 +4,13 @@ flags them (and no one else), `dsar` resolves the evidence, and the live rules a
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ APP = "branch-app"
 SNOOP = "clerk0@bank.example"
 PEERS = [f"clerk{i}@bank.example" for i in range(1, 9)]
 BATCH = "svc-batch"
+LAST = "clerk9@bank.example"  # browses last: once their alert is raised, all before was judged
 PORTFOLIO = 40
 FIRST = 1000  # colleague k's own customers: FIRST + k*PORTFOLIO .. + PORTFOLIO-1
 NOBODYS = range(1, 31)  # customers no colleague has a case for
@@ -38,7 +41,7 @@ def _seed(ledger: Path, days: int = 20) -> None:
     secret = subject_secret(keys)
     sink = open_sink(ledger, "os", key_dir=str(keys))
     today = time.time_ns() // 1000 // DAY_US
-    actors = [SNOOP, *PEERS, BATCH]
+    actors = [SNOOP, *PEERS, BATCH, LAST]
     for events in history(
         secret, actors, office_days(today, days), portfolio=PORTFOLIO, desk=Desk(
             application_name=APP), first_customer=FIRST,
@@ -121,15 +124,16 @@ def test_a_colleague_browsing_other_customers_is_flagged_and_alerted(
     for k, peer in enumerate(PEERS, start=1):
         sent += _work(proxy, peer, _own(k))
     sent += _work(proxy, BATCH, range(100, 160))  # a batch job: many customers, allow-listed
+    sent += _work(proxy, LAST, range(300, 330))
     proxy.statements(until=lambda rows: sum(TABLE in (r["statement"] or "") for r in rows) >= sent)
 
     code, report = _scalple(config, ledger, "anomalies", "--since", "1d", "--format", "json")
     assert code == 1, report
     assert set(report) == {"findings", "ledger", "verification"}
     findings = report["findings"]
-    assert {f["actor"] for f in findings} == {SNOOP}, findings
+    assert {f["actor"] for f in findings} == {SNOOP, LAST}, findings
     assert [f["score"] for f in findings] == sorted((f["score"] for f in findings), reverse=True)
-    new = next(f for f in findings if f["rule"] == "new_subjects")
+    new = next(f for f in findings if f["rule"] == "new_subjects" and f["actor"] == SNOOP)
     assert set(new) == {"actor", "rule", "score", "severity", "first_ts", "last_ts", "summary",
                         "evidence", "event_ids"}  # fmt: skip
     assert new["severity"] == "high" and new["evidence"]["value"] == len(NOBODYS)
@@ -146,11 +150,9 @@ def test_a_colleague_browsing_other_customers_is_flagged_and_alerted(
     assert all(recorded[e]["subjects"] == 1 for e in new["event_ids"])
 
     # Live: the same rule raised the alert, it is in the ledger, and dsar --actor shows it.
-    assert _wait(lambda: any(a["rule"] == "new_subjects" for a in _alerts(alerts))), (
-        proxy.log_text()[-3000:]
-    )
+    assert _wait(lambda: any(a["actor"] == LAST for a in _alerts(alerts))), proxy.log_text()[-3000:]
     live = [a for a in _alerts(alerts) if a["actor"] == SNOOP]
-    assert {a["actor"] for a in _alerts(alerts)} == {SNOOP}
+    assert {a["actor"] for a in _alerts(alerts)} == {SNOOP, LAST}  # peers and the batch job: none
     assert any(a["rule"] == "new_subjects" and a["severity"] == "high" for a in live)
     assert _wait(
         lambda: (
@@ -182,7 +184,11 @@ def test_a_dead_webhook_loses_no_statement_and_no_alert_until_its_bound(
         f'alerts_file = "{alerts}"\nalerts_webhook = "{dead}"\nwebhook_queue = 2\n'
         "webhook_timeout = 1\n",
     )  # fmt: skip
-    proxy = make_proxy("--config", str(config), upstream=sandbox.pg_port, ledger=ledger)
+    metrics = free_port()
+    proxy = make_proxy(
+        "--config", str(config), "--metrics-listen", f"127.0.0.1:{metrics}",
+        upstream=sandbox.pg_port, ledger=ledger,
+    )  # fmt: skip
     snoops = [SNOOP, *PEERS[:3]]  # four colleagues each raise two alerts: eight for a queue of 2
     sent = 0
     for k, actor in enumerate(snoops):
@@ -200,3 +206,10 @@ def test_a_dead_webhook_loses_no_statement_and_no_alert_until_its_bound(
     dropped = [line for line in log.splitlines() if "dropped alert" in line]
     assert len(dropped) == len(raised) - 2  # all but the two the queue holds
     assert "is not taking alerts" in dropped[-1]
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read()
+    counters = dict(
+        line.rsplit(" ", 1) for line in scraped.decode().splitlines() if line.startswith("scalple_")
+    )
+    by_rule = collections.Counter(a["rule"] for a in _alerts(alerts))
+    assert float(counters['scalple_alerts_total{rule="new_subjects"}']) == by_rule["new_subjects"]
+    assert float(counters["scalple_alerts_webhook_dropped_total"]) == len(dropped)

@@ -58,10 +58,24 @@ def _shown(setting: cfg.Setting, value: Any, settings: cfg.Config) -> str:
     if isinstance(value, tuple | list):
         return ", ".join(str(v) for v in value) or "(none)"
     if isinstance(value, dict):
-        return ", ".join(f"{k} = {v}" for k, v in value.items()) or "(none)"
+        sep = ",\n" if any(isinstance(v, dict) for v in value.values()) else ", "
+        return sep.join(f"{k} = {_item(v)}" for k, v in value.items()) or "(none)"
     if isinstance(value, bool):
         return "true" if value else "false"
     return _redact(str(value))
+
+
+def _item(v: Any) -> str:
+    """One entry of a table setting: nested tables and lists compactly, one entry a line."""
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_item(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, tuple | list):
+        return "[" + ", ".join(map(str, v)) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 # SCALPLE_* variables that are not settings but are still meaningful.
@@ -120,7 +134,7 @@ def show(
     console.print(f"Config file: {source}")
     table = Table(box=None, pad_edge=False, show_edge=False)
     for column in ("setting", "value", "from", "env var"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", max_width=48 if column == "value" else None)
     for s, v in settings.items():
         style = "" if v.origin == "default" else "bold"
         table.add_row(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ SEVERITIES: Final = ("low", "medium", "high")
 
 
 def rules_table(v: Any) -> dict[str, dict[str, float | bool]]:
-    """`[watch.rules.subjects]` tables over the defaults; unknown rules or parameters are errors."""
+    """`[watch.rules.subjects]` tables over the defaults (JSON in the environment); unknown rules
+    or parameters are errors."""
+    v = _json(v)
     if not isinstance(v, dict):
         raise ValueError(f"expected a table of rule = {{ parameter = value }}, got {v!r}")
     merged = {name: dict(params) for name, params in DEFAULT_RULES.items()}
@@ -40,6 +43,15 @@ def rules_table(v: Any) -> dict[str, dict[str, float | bool]]:
         for key, value in params.items():
             merged[name][key] = _rule_param(name, key, value)
     return merged
+
+
+def _json(v: Any) -> Any:
+    if not isinstance(v, str):
+        return v
+    try:
+        return json.loads(v)
+    except ValueError:
+        raise ValueError(f"expected a table (as JSON in the environment), got {v!r}") from None
 
 
 def _rule_param(rule: str, key: str, value: Any) -> float | bool:
@@ -57,7 +69,9 @@ def _rule_param(rule: str, key: str, value: Any) -> float | bool:
 
 
 def pattern_map(v: Any) -> dict[str, tuple[str, ...]]:
-    """Peer groups: `{ tellers = ["*@branch.example"], dba = ["dba-*"] }` (actor glob patterns)."""
+    """Peer groups: `{ tellers = ["*@branch.example"], dba = ["dba-*"] }` (actor glob patterns;
+    JSON in the environment)."""
+    v = _json(v)
     if not isinstance(v, dict):
         raise ValueError(f"expected a table of group = [actor patterns], got {v!r}")
     out: dict[str, tuple[str, ...]] = {}
