@@ -117,8 +117,10 @@ def ledger(
     yield root / "ledger", day, today
 
 
-def _offline(ledger: Path, day: int) -> set[tuple[str, str, float, tuple[str, ...]]]:
-    s = WatchSettings.defaults()
+def _offline(
+    ledger: Path, day: int, s: WatchSettings | None = None
+) -> set[tuple[str, str, float, tuple[str, ...]]]:
+    s = s or WatchSettings.defaults()
     con = connect()
     events_view(con, ledger)
     profile(con, s, 0, (day + 1) * DAY_US)
@@ -143,6 +145,20 @@ def test_live_counters_flag_exactly_what_the_offline_profile_flags(
         feed.apply(today, e)
     live = {(f.actor, f.rule, f.score, tuple(f.event_ids)) for a in PEOPLE for f in today.judge(a)}
     assert live == offline
+
+
+def test_days_and_hours_are_local_alike_live_and_offline(
+    ledger: tuple[Path, int, list[AuditEvent]],
+) -> None:
+    path, day, events = ledger
+    s = WatchSettings.defaults(timezone="Asia/Tokyo")  # history 09-17 UTC is 18-02 there
+    offline = _offline(path, day, s)
+    base, _ = load(path, s, day, day * DAY_US - 9 * HOUR_US)
+    today, feed = Today(s, base), Feed(s)
+    for e in events:
+        feed.apply(today, e)
+    live = {(f.actor, f.rule, f.score, tuple(f.event_ids)) for a in PEOPLE for f in today.judge(a)}
+    assert live == offline and (PEOPLE[0], "new_subjects") in {(a, r) for a, r, _, _ in live}
 
 
 def test_a_watcher_starting_mid_day_picks_up_what_was_recorded_before(
@@ -247,5 +263,9 @@ def test_anomalies_exit_codes(
     code, out, _ = run(capsys, "anomalies", "--ledger", str(path), keys, "--since", "30d",
                        "--actor", PEOPLE[5])  # fmt: skip
     assert code == 0 and "nothing flagged" in out
+    page = tmp_path / "findings.html"
+    code, _, _ = run(capsys, "anomalies", "--ledger", str(path), keys, "--since", "30d",
+                     "--format", "html", "--out", str(page))  # fmt: skip
+    assert code == 1 and f"<td>{PEOPLE[0]}</td><td>new_subjects</td>" in page.read_text()
     code, out, _ = run(capsys, "anomalies", "--ledger", str(tmp_path / "none"), keys, "-f", "json")
     assert code == 2 and json.loads(out)["result"] == "error"

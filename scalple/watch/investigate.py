@@ -32,12 +32,9 @@ def verified(config: Config, ledger: Path, public_key: Path | None, mode: Mode) 
 
 
 def local_day(us: int, settings: WatchSettings) -> int:
-    import datetime
-    import zoneinfo
+    from scalple.watch.today import Clock
 
-    t = datetime.datetime.fromtimestamp(us / 1e6, zoneinfo.ZoneInfo(settings.timezone))
-    off = t.utcoffset()
-    return (us + int(off.total_seconds() * 1e6 if off else 0)) // DAY_US
+    return Clock(settings.timezone).local(us) // DAY_US
 
 
 def history_days(settings: WatchSettings) -> int:
