@@ -93,12 +93,16 @@ class Snooping:
     customers: list[int]
 
 
-def snooping(world: World, days: int) -> Snooping:
-    rng = world.rng
-    weights = [rng.expovariate(1.0) if rng.random() < 0.7 else 0.0 for _ in range(days)]
+def snooping(world: World, days: int, lead_in: int) -> Snooping:
+    """On about 70% of the days he is at work (never on leave), a day's share drawn at random."""
+    rng, away = world.rng, world.insider.leave
+    weights = [
+        rng.expovariate(1.0) if rng.random() < 0.7 and lead_in + i not in away else 0.0
+        for i in range(days)
+    ]
     total = sum(weights)
     per_day = [int(w / total * INTESA_LOOKUPS) for w in weights]
-    for i in rng.sample(range(days), INTESA_LOOKUPS - sum(per_day)):
+    for i in rng.sample([i for i in range(days) if weights[i]], INTESA_LOOKUPS - sum(per_day)):
         per_day[i] += 1
     return Snooping(per_day, world._customers(INTESA_CUSTOMERS))
 
@@ -109,7 +113,8 @@ class Replay:
         self.hasher = SubjectHasher(secret)
         self.hashes: dict[int, str] = {}
         self.pairs = Pairs("r")
-        self.snoop = snooping(world, len(days) - lead_in)
+        self.snoop = snooping(world, len(days) - lead_in, lead_in)
+        self.lookups = 0
         self.snooped: list[int] = []
         self.first_snoop_day: int | None = None
         self.fresh = iter(self.snoop.customers)
@@ -166,6 +171,7 @@ class Replay:
                 self.snooped.append(c)
             if self.first_snoop_day is None:
                 self.first_snoop_day = day
+            self.lookups += 1
             out += self.pairs.lookup(e.name, self._ts(day, e), self.subject(c), BRANCH)
 
     def _denied(self, out: list[AuditEvent], e: Employee, ts: int) -> None:
@@ -224,7 +230,7 @@ def write(out: Path, a: argparse.Namespace) -> dict[str, Any]:
         "insider": world.insider.name,
         "first_snoop_day": replay.first_snoop_day,
         "snoop_days": [days[a.lead_in + i] for i, n in enumerate(replay.snoop.per_day) if n],
-        "lookups": sum(replay.snoop.per_day),
+        "lookups": replay.lookups,
         "customers": len(set(replay.snooped)),
         "events": events,
         "write_seconds": round(seconds, 1),
@@ -325,7 +331,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--employees", type=int, default=2000)
     p.add_argument("--days", type=int, default=460, help="working days of snooping")
-    p.add_argument("--lead-in", type=int, default=60, help="working days before the first snoop")
+    p.add_argument(
+        "--lead-in", type=int, default=130, help="working days before the first snoop (6 months)"
+    )
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--live-window", type=int, default=10, help="working days live, either side")
     a = p.parse_args(argv)

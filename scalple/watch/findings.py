@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from scalple.watch.profile import COUNTERS, rows
+from scalple.watch.profile import COUNTERS, rows, statement_lists, subject_key
 from scalple.watch.rules import METRICS, Baseline, Verdict, candidate_sql, judge, summary
 from scalple.watch.settings import WatchSettings
 
@@ -134,7 +134,8 @@ def rank(found: Iterable[Finding]) -> list[Finding]:
 
 _CONTRIBUTIONS: Final = """
 WITH f AS (SELECT * FROM w_flag),
-sel AS (SELECT s.* FROM w_st s SEMI JOIN f USING (actor, day)),
+sel AS (SELECT s.*, l.event_id, l.tables, l.subjects FROM w_st s SEMI JOIN f USING (actor, day)
+        JOIN w_lists l USING (ts_start, eh)),
 c AS (
   SELECT 'subjects' AS rule, event_id, actor, day, ts_start FROM sel WHERE len(subjects) > 0
   UNION ALL SELECT 'rows', event_id, actor, day, ts_start FROM sel WHERE rows_read > 0
@@ -144,7 +145,7 @@ c AS (
   UNION ALL SELECT 'off_hours', s.event_id, s.actor, s.day, s.ts_start
     FROM sel s JOIN w_hours h USING (actor, day, hour) WHERE NOT h.usual
   UNION ALL SELECT DISTINCT 'new_subjects', s.event_id, s.actor, s.day, s.ts_start
-    FROM (SELECT event_id, actor, day, ts_start, unnest(subjects) AS subject FROM sel) s
+    FROM (SELECT event_id, actor, day, ts_start, {key} AS subject FROM sel) s
     JOIN w_touch t USING (actor, day, subject) WHERE t.new
 )
 SELECT actor, day, rule, count(*) AS n, min(ts_start) AS first_ts, max(ts_start) AS last_ts,
@@ -160,9 +161,14 @@ def attach_evidence(con: duckdb.DuckDBPyConnection, found: list[Finding]) -> Non
     con.execute("CREATE OR REPLACE TEMP TABLE w_flag (actor VARCHAR, day INTEGER, rule VARCHAR)")
     keys = [(f.actor, f.day, f.rule) for f in found]
     con.executemany("INSERT INTO w_flag VALUES (?, ?, ?)", keys)
+    statement_lists(con, "(actor, day) IN (SELECT actor, day FROM w_flag)")
     got = {
         (r["actor"], r["day"], r["rule"]): r
-        for r in rows(con.execute(_CONTRIBUTIONS.format(limit=EVIDENCE_IDS)))
+        for r in rows(
+            con.execute(
+                _CONTRIBUTIONS.format(limit=EVIDENCE_IDS, key=subject_key("unnest(subjects)"))
+            )
+        )
     }
     for f in found:
         r = got.get((f.actor, f.day, f.rule))

@@ -58,36 +58,106 @@ def group_sql(settings: WatchSettings) -> str:
     return f"CASE {cases} ELSE {key} END" if cases else key
 
 
+def subject_key(x: str) -> str:
+    """A subject hash cut to 12 hex digits (48 bits, a string DuckDB keeps inline): grouping
+    64-character strings was most of the profile's time, and two subjects of one actor
+    sharing 48 bits is a one-in-10^9 event. `today.subject_key` is the same in Python."""
+    return f"substr({x}, 1, 12)"
+
+
+# Statement and outcome records are paired on (ts_start, hash(event_id)): the outcome keeps its
+# statement's ts_start, and integer keys join several times faster than event id strings.
+PAIR: Final = "ts_start, hash(event_id) AS eh"
+
+
+def _range(lo_us: int, hi_us: int) -> str:
+    return f"ts_start >= {int(lo_us)} AND ts_start < {int(hi_us)}"
+
+
+def _statements(settings: WatchSettings, lo_us: int, hi_us: int, columns: str) -> str:
+    """Attributed, not allow-listed statement records in the range, with their local day."""
+    local = local_us(settings)
+    return f"""
+        SELECT {columns}, CAST({local} // {DAY_US} AS INTEGER) AS day
+        FROM events WHERE kind = 'statement' AND actor IS NOT NULL AND {_range(lo_us, hi_us)}
+          AND NOT ({_any_glob("actor", settings.allow)})"""
+
+
 def load_statements(
     con: duckdb.DuckDBPyConnection, settings: WatchSettings, lo_us: int, hi_us: int
 ) -> None:
-    """Table `w_st`: attributed statements in [lo_us, hi_us), outcome merged, one row each."""
+    """Tables `w_st` (attributed statements in [lo_us, hi_us), one row each, outcome merged),
+    `w_tables` (distinct tables per actor-day) and `w_pairs` (distinct subject keys per
+    actor-day).
+
+    Subject and table lists never go through the statement-outcome join (carrying them made
+    it six times slower): outcome subjects are unnested first and joined on event_id alone.
+    """
     local = local_us(settings)
+    within = _range(lo_us, hi_us)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE w_st AS
-        WITH s AS (
-          SELECT event_id, seq, actor, ts_start, db_role, application_name, tables, audit_class,
-                 subjects
-          FROM events WHERE kind = 'statement' AND actor IS NOT NULL
-            AND ts_start >= {int(lo_us)} AND ts_start < {int(hi_us)}
-            AND NOT ({_any_glob("actor", settings.allow)})
+        WITH s AS ({
+            _statements(
+                settings,
+                lo_us,
+                hi_us,
+                f"seq, actor, {PAIR}, audit_class, len(tables) AS ntables, "
+                f"CAST(({local} // {HOUR_US}) % 24 AS INTEGER) AS hour, "
+                f"{group_sql(settings)} AS grp",
+            )
+        }
         ), o AS (
-          SELECT event_id, rows, status, sqlstate, command_tag, subjects
-          FROM events WHERE kind = 'outcome'
-            AND ts_start >= {int(lo_us)} AND ts_start < {int(hi_us)}
+          SELECT {PAIR}, rows, status, sqlstate, command_tag LIKE 'COPY%' AS copy
+          FROM events WHERE kind = 'outcome' AND {within}
         )
-        SELECT s.event_id, s.seq, s.actor, s.ts_start,
-          CAST({local} // {DAY_US} AS INTEGER) AS day,
-          CAST(({local} // {HOUR_US}) % 24 AS INTEGER) AS hour,
-          {group_sql(settings)} AS grp,
-          s.tables,
+        SELECT s.ts_start, s.eh, s.seq, s.actor, s.day, s.hour, s.grp, s.ntables,
           CASE WHEN s.audit_class = 'READ' THEN coalesce(o.rows, 0) ELSE 0 END AS rows_read,
-          coalesce(s.audit_class = 'READ' AND (o.rows >= {settings.bulk_rows}
-                   OR o.command_tag LIKE 'COPY%'), false) AS bulk,
-          coalesce(o.status = 'refused' OR o.sqlstate = '42501', false) AS refused,
-          list_distinct(list_concat(s.subjects, coalesce(o.subjects, []))) AS subjects
-        FROM s LEFT JOIN o USING (event_id)
+          coalesce(s.audit_class = 'READ' AND (o.rows >= {settings.bulk_rows} OR o.copy), false)
+            AS bulk,
+          coalesce(o.status = 'refused' OR o.sqlstate = '42501', false) AS refused
+        FROM s LEFT JOIN o USING (ts_start, eh);
+
+        CREATE OR REPLACE TEMP TABLE w_tables AS
+        SELECT actor, day, count(DISTINCT t) AS tables FROM (
+          {_statements(settings, lo_us, hi_us, "actor, unnest(tables) AS t")}
+        ) GROUP BY actor, day;
+
+        CREATE OR REPLACE TEMP TABLE w_pairs AS
+        SELECT DISTINCT actor, day, subject FROM (
+          {
+            _statements(
+                settings, lo_us, hi_us, f"actor, {subject_key('unnest(subjects)')} AS subject"
+            )
+        }
+          UNION ALL BY NAME
+          SELECT s.actor, s.day, o.subject
+          FROM (SELECT {PAIR}, {subject_key("unnest(subjects)")} AS subject FROM events
+                WHERE kind = 'outcome' AND {within} AND len(subjects) > 0) o
+          JOIN w_st s USING (ts_start, eh)
+        );
+        """
+    )
+    con.execute(f"SET VARIABLE w_range = {sql_text(within)}")
+
+
+def statement_lists(con: duckdb.DuckDBPyConnection, which: str) -> None:
+    """Table `w_lists` (ts_start, eh, event_id, tables, subjects): event id, tables and
+    subjects (statement and outcome together) of the `w_st` statements `which` picks."""
+    within = con.execute("SELECT getvariable('w_range')").fetchone()
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE w_lists AS
+        WITH k AS (SELECT ts_start, eh FROM w_st WHERE {which})
+        SELECT l.* FROM (
+          SELECT {PAIR}, any_value(event_id) AS event_id, flatten(list(tables)) AS tables,
+            list_distinct(flatten(list(subjects))) AS subjects
+          FROM events
+          WHERE kind IN ('statement', 'outcome') AND {within[0] if within else "true"}
+            AND ts_start IN (SELECT ts_start FROM k)
+          GROUP BY ALL
+        ) l SEMI JOIN k USING (ts_start, eh)
         """
     )
 
@@ -106,22 +176,21 @@ def build_profiles(con: duckdb.DuckDBPyConnection, settings: WatchSettings) -> N
         SELECT actor, day, subject,
           coalesce(day - lag(day) OVER (PARTITION BY actor, subject ORDER BY day)
                    > {settings.novel_days}, true) AS new
-        FROM (SELECT DISTINCT actor, day, unnest(subjects) AS subject FROM w_st);
+        FROM w_pairs;
 
         CREATE OR REPLACE TEMP TABLE w_day0 AS
         WITH d AS (
           SELECT actor, day, arg_min(grp, seq) AS grp, count(*) AS statements,
             sum(rows_read) AS rows_read, count(*) FILTER (WHERE bulk) AS bulk_reads,
-            count(*) FILTER (WHERE refused) AS refusals,
-            len(list_distinct(flatten(list(tables)))) AS tables
+            count(*) FILTER (WHERE refused) AS refusals
           FROM w_st GROUP BY actor, day
         ), t AS (
           SELECT actor, day, count(*) AS subjects, count(*) FILTER (WHERE new) AS new_subjects
           FROM w_touch GROUP BY actor, day
         )
-        SELECT d.*, coalesce(t.subjects, 0) AS subjects,
+        SELECT d.*, coalesce(w_tables.tables, 0) AS tables, coalesce(t.subjects, 0) AS subjects,
           coalesce(t.new_subjects, 0) AS new_subjects
-        FROM d LEFT JOIN t USING (actor, day);
+        FROM d LEFT JOIN t USING (actor, day) LEFT JOIN w_tables USING (actor, day);
 
         CREATE OR REPLACE TEMP TABLE w_ahours AS
         SELECT actor, day, hour, count(*) AS n FROM w_st GROUP BY ALL;

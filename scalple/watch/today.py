@@ -36,8 +36,8 @@ RULE_BITS: Final = {name: 1 << i for i, name in enumerate(METRICS)}
 
 
 def subject_key(h: str) -> int:
-    """A subject hash kept as a 64-bit int: a quarter of the memory of the hex string."""
-    return int(h[:16], 16)
+    """`profile.subject_key` of a subject hash, kept as an int (half the memory of the str)."""
+    return int(h[:12], 16)
 
 
 class Clock:
@@ -324,7 +324,7 @@ def read_baselines(con: Any, settings: WatchSettings, day: int) -> Baselines:
         "GROUP BY actor",
         [day - settings.novel_days, hi],
     ).fetchall():
-        base.seen[actor] = {subject_key(s) for s in subjects}
+        base.seen[actor] = {int(k, 16) for k in subjects}
     return base
 
 
@@ -336,7 +336,7 @@ def load(
     from scalple.dsar.query import connect
     from scalple.ledger.query import events_view
     from scalple.watch.investigate import history_days
-    from scalple.watch.profile import profile
+    from scalple.watch.profile import profile, statement_lists
 
     lo = (day - history_days(settings) - 1) * DAY_US
     con = connect()
@@ -344,9 +344,11 @@ def load(
         events_view(con, ledger)
         profile(con, settings, max(lo, 0), before_us)
         base = read_baselines(con, settings, day)
+        statement_lists(con, f"day = {int(day)}")
         earlier = rows(con.execute(
             "SELECT event_id, actor, ts_start, hour, grp, tables, subjects, rows_read, bulk, "
-            "refused FROM w_st WHERE day = ? ORDER BY seq", [day],
+            "refused FROM w_st JOIN w_lists USING (ts_start, eh) WHERE day = ? ORDER BY seq",
+            [day],
         ))  # fmt: skip
     finally:
         con.close()
