@@ -1,6 +1,6 @@
 """Replay of the Intesa Sanpaolo case: can Scalple catch an insider among 2,000 colleagues?
 
-    python bench/insider.py OUT [--employees 2000] [--days 460] [--lead-in 60]
+    python bench/insider.py OUT [--employees 2000] [--days 460] [--lead-in 130]
 
 Writes OUT/ledger through the real ledger writer (`LedgerSink`, the proxy's chain, journal and
 sealing; appended a day at a time): `--employees` people doing case-bound work on their own
