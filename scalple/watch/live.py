@@ -176,7 +176,7 @@ class Watcher:
 
     def _reload(self, day: int) -> None:
         try:
-            self._fresh = load(self.ledger, self.settings, day, day * 86_400_000_000)[0]
+            self._fresh = load(self.ledger, self.settings, day, self.clock())[0]
         except Exception as exc:
             log.warning("baselines for the new day not read (yesterday's kept): %s", exc)
 
