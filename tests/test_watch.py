@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from scalple.ledger import open_sink
 from scalple.ledger.keys import subject_secret
 from scalple.ledger.query import events_view
 from scalple.watch.delivery import Webhook, rfc5424
-from scalple.watch.findings import flagged
+from scalple.watch.findings import EPOCH, flagged
 from scalple.watch.profile import DAY_US, HOUR_US, build_baselines, profile
 from scalple.watch.rules import METRICS, Baseline, candidate_sql, judge
 from scalple.watch.settings import WatchSettings
@@ -269,3 +270,46 @@ def test_anomalies_exit_codes(
     assert code == 1 and f"<td>{PEOPLE[0]}</td><td>new_subjects</td>" in page.read_text()
     code, out, _ = run(capsys, "anomalies", "--ledger", str(tmp_path / "none"), keys, "-f", "json")
     assert code == 2 and json.loads(out)["result"] == "error"
+
+
+def test_the_watcher_alerts_once_per_rule_and_day_and_rolls_over_to_the_next_day(
+    ledger: tuple[Path, int, list[AuditEvent]], tmp_path: Path
+) -> None:
+    from scalple.watch.delivery import Delivery, JsonLines
+    from scalple.watch.live import Watcher
+
+    path, day, _ = ledger
+    now = [day * DAY_US + 20 * HOUR_US]  # started the evening of the day in the ledger
+    written: list[AuditEvent] = []
+    out = tmp_path / "alerts.jsonl"
+    w = Watcher(
+        WatchSettings.defaults(), path, written.extend, Delivery([JsonLines(str(out))]),
+        clock=lambda: now[0],
+    ).start()  # fmt: skip
+    try:
+        assert w.wait_idle(60)
+        time.sleep(1.5)  # one judging pass
+        first = {(e.actor, json.loads(e.detail or "{}")["rule"]) for e in written}
+        assert (PEOPLE[0], "new_subjects") in first and (PEOPLE[2], "refusals") in first
+        secret = subject_secret(path.parent / "keys")
+        pairs, desk = Pairs("next"), Desk()
+        at = (day + 1) * DAY_US + 10 * HOUR_US
+        nxt: list[AuditEvent] = []
+        for j in range(25):
+            nxt += pairs.lookup(PEOPLE[5], at + j, customer(secret, 7_000 + j), desk)
+        now[0] = (day + 1) * DAY_US + 11 * HOUR_US
+        w.observe(nxt[: len(nxt) // 2])
+        w.observe(nxt[len(nxt) // 2 :])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(e.actor == PEOPLE[5] for e in written):
+            time.sleep(0.1)
+    finally:
+        w.close()
+    alerts = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [a["alert_id"] for a in alerts] == [e.event_id for e in written]
+    assert all(e.kind == "alert" for e in written)
+    keys = [(a["actor"], a["rule"], a["evidence"]["day"]) for a in alerts]
+    assert len(keys) == len(set(keys))  # once per actor, rule and day (severity only rose)
+    late = [a for a in alerts if a["actor"] == PEOPLE[5]]
+    assert late and late[0]["rule"] == "new_subjects" and late[0]["evidence"]["value"] == 25
+    assert late[0]["evidence"]["day"] == (EPOCH + timedelta(days=day + 1)).isoformat()
