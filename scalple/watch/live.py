@@ -106,10 +106,13 @@ class Watcher:
         self._thread.start()
         return self
 
-    def close(self) -> None:
-        """Judge what is queued, stop the thread, close the outputs (blocking)."""
+    def close(self, wait: float = 10.0) -> None:
+        """Judge what is queued, stop the thread, close the outputs. A thread still reading the
+        ledger's history after `wait` s is left behind (it is a daemon): shutdown goes on."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(wait)
+        if self._thread.is_alive():
+            log.warning("live rules did not stop within %.0f s; stopping without them", wait)
         self.delivery.close()
 
     def _run(self) -> None:
