@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from scalple.watch.profile import COUNTERS, rows, statement_lists, subject_key
+from scalple.watch.profile import rows, statement_lists, subject_key
 from scalple.watch.rules import METRICS, Baseline, Verdict, candidate_sql, judge, summary
 from scalple.watch.settings import WatchSettings
 
@@ -177,6 +177,3 @@ def attach_evidence(con: duckdb.DuckDBPyConnection, found: list[Finding]) -> Non
         f.first_ts, f.last_ts = r["first_ts"], r["last_ts"]
         f.event_ids = list(r["ids"])
         f.evidence["statements"] = int(r["n"])
-
-
-__all__ = ["COUNTERS", "Finding", "attach_evidence", "flagged", "judge_row", "rank"]
