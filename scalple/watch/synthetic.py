@@ -118,3 +118,27 @@ def history(
                 events += pairs.lookup(actor, ts, c, desk, orders=rng.random() < 0.3)
         events.sort(key=lambda e: e.ts_start)
         yield events
+
+
+def main(argv: Sequence[str]) -> None:
+    """`python -m scalple.watch.synthetic LEDGER KEY_DIR DAYS APP ACTOR...`: write `history`."""
+    import time
+    from pathlib import Path
+
+    from scalple.ledger import open_sink
+    from scalple.ledger.keys import subject_secret
+
+    ledger, keys, days, app, *actors = argv
+    sink = open_sink(Path(ledger), "os", key_dir=keys)
+    when = office_days(time.time_ns() // 1000 // DAY_US, int(days))
+    for events in history(
+        subject_secret(Path(keys)), actors, when, desk=Desk(application_name=app)
+    ):
+        sink.append_sync(events)
+    sink.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
