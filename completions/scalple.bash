@@ -5,7 +5,7 @@ _scalple() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "$path $w" in
-            "scalple config"|"scalple config show"|"scalple demo"|"scalple dsar"|"scalple gap-check"|"scalple index"|"scalple index compact"|"scalple index rebuild"|"scalple index status"|"scalple index update"|"scalple keys"|"scalple keys export-public"|"scalple keys init"|"scalple keys rotate"|"scalple people"|"scalple people add"|"scalple people list"|"scalple serve"|"scalple verify") path="$path $w" ;;
+            "scalple anomalies"|"scalple config"|"scalple config show"|"scalple demo"|"scalple dsar"|"scalple gap-check"|"scalple index"|"scalple index compact"|"scalple index rebuild"|"scalple index status"|"scalple index update"|"scalple keys"|"scalple keys export-public"|"scalple keys init"|"scalple keys rotate"|"scalple people"|"scalple people add"|"scalple people list"|"scalple serve"|"scalple verify") path="$path $w" ;;
         esac
     done
     case "$path" in
@@ -13,7 +13,19 @@ _scalple() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "config demo dsar gap-check index keys people serve verify" -- "$cur"))
+                COMPREPLY=($(compgen -W "anomalies config demo dsar gap-check index keys people serve verify" -- "$cur"))
+            fi
+            ;;
+        "scalple anomalies")
+            case "$prev" in
+                --ledger) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --public-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --since|--until|--actor|-a|--format|-f|--verify) COMPREPLY=(); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--ledger --since --until --actor -a --format -f --out -o --public-key --verify --config -c --help" -- "$cur"))
             fi
             ;;
         "scalple config")

@@ -20,6 +20,7 @@ import platformdirs
 
 from scalple.analysis import settings as _analysis
 from scalple.errors import ConfigError
+from scalple.watch import settings as _watch
 
 Parser = Callable[[Any], Any]
 
@@ -350,6 +351,120 @@ REGISTRY: tuple[Setting, ...] = (
         "(analysis: skipped), and refused if they might change identity, transaction or names",
     ),
 )
+_WATCH: tuple[Setting, ...] = (
+    Setting(
+        "live_alerts",
+        "watch",
+        _bool,
+        True,
+        "serve evaluates the [watch] rules as statements are recorded and raises alerts",
+    ),
+    Setting(
+        "rules",
+        "watch",
+        _watch.rules_table,
+        _watch.rules_table({}),
+        "per rule: enabled, floor, own_factor, peer_factor, cap (0: none), as "
+        "[watch.rules.NAME] tables over the defaults",
+    ),
+    Setting(
+        "baseline_days",
+        "watch",
+        _int,
+        90,
+        "days of history a day is compared with (the actor's own and their peers')",
+    ),
+    Setting(
+        "warmup_days",
+        "watch",
+        _int,
+        10,
+        "active days an actor needs in the baseline before their days are judged",
+    ),
+    Setting(
+        "novel_days",
+        "watch",
+        _int,
+        180,
+        "a data subject is new to an actor who has not touched it for this many days",
+    ),
+    Setting(
+        "bulk_rows",
+        "watch",
+        _int,
+        1000,
+        "a read of at least this many rows (or any COPY ... TO) counts as a bulk read",
+    ),
+    Setting("min_peers", "watch", _int, 5, "fewest actors a peer group needs to be compared with"),
+    Setting(
+        "peer_by",
+        "watch",
+        _choice("role_app", "role", "app", "none"),
+        "role_app",
+        "actors in no peer group are peers when they share db_role and application "
+        "(role_app), db_role, application, or all together (none)",
+    ),
+    Setting(
+        "peer_groups",
+        "watch",
+        _watch.pattern_map,
+        {},
+        'peer groups by actor pattern, e.g. { tellers = ["*@branch.example"] }',
+    ),
+    Setting(
+        "allow",
+        "watch",
+        _list,
+        (),
+        "actor patterns never flagged nor used as peers: known batch jobs, service accounts",
+    ),
+    Setting(
+        "timezone",
+        "watch",
+        _watch.timezone_name,
+        "UTC",
+        "where days and hours of activity are counted (IANA name)",
+    ),
+    Setting(
+        "alert_severity",
+        "watch",
+        _choice(*_watch.SEVERITIES),
+        "medium",
+        "least severity raised as a live alert (every finding is in scalple anomalies)",
+    ),
+    Setting(
+        "alerts_file",
+        "watch",
+        _str,
+        "",
+        "JSON lines of alerts to this file, or - for stdout (empty: off)",
+    ),
+    Setting(
+        "alerts_syslog",
+        "watch",
+        _str,
+        "",
+        "local syslog socket alerts are sent to as RFC 5424, e.g. /dev/log (empty: off)",
+    ),
+    Setting("alerts_webhook", "watch", _str, "", "URL alerts are POSTed to as JSON (empty: off)"),
+    Setting(
+        "webhook_queue",
+        "watch",
+        _int,
+        1000,
+        "alerts held (and retried) for a webhook that does not take them; past it the oldest "
+        "is dropped, counted and logged",
+    ),
+    Setting("webhook_timeout", "watch", _float, 5.0, "seconds one webhook POST may take"),
+    Setting(
+        "watch_queue",
+        "watch",
+        _int,
+        100_000,
+        "recorded events waiting for the live rules; past it events are left unwatched (counted)",
+    ),
+)
+REGISTRY += _WATCH
 BY_NAME = {s.name: s for s in REGISTRY}
 
 
@@ -392,7 +507,7 @@ def _key_line(text: str, section: str, key: str) -> int:
         m = re.match(r"^\[\s*([^\]]+?)\s*\]", stripped)
         if m:
             current = m.group(1)
-            if current == f"{section}.{key}":
+            if current == f"{section}.{key}" or current.startswith(f"{section}.{key}."):
                 return lineno
             continue
         if re.match(rf"^\"?{re.escape(key)}\"?\s*=", stripped) and current in (section, ""):

@@ -4,6 +4,8 @@ A statement yields two records sharing `event_id`: a `statement` record written 
 forwarding (who, what, when) and an `outcome` record when the upstream answers (rows, status,
 duration, subjects seen in results). A `statement` without an `outcome` is incomplete.
 `system` records describe the ledger and proxy themselves (recovery, key rotation, start, stop).
+`alert` records are what the live rules raised about `actor` (`detail` holds the finding as JSON),
+so the alert history is chained like everything else and `dsar --actor` shows it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import msgspec
 
 SCHEMA_VERSION: Final = 1
 
-Kind = Literal["statement", "outcome", "system"]
+Kind = Literal["statement", "outcome", "system", "alert"]
 IdentitySource = Literal["proxy_auth", "comment", "set", "startup", "none"]
 # pending: written ahead, no answer yet; skipped: never ran because an earlier message of the
 # same batch failed; refused: Scalple did not forward it (no identity, or untrusted claim).

@@ -38,8 +38,11 @@ def make_proxy(
     """Start `scalple serve` processes (in front of PgBouncer unless told otherwise)."""
     started: list[ProxyProc] = []
 
-    def make(*args: str, upstream: int | None = None, **kw: Any) -> ProxyProc:
-        ledger = tmp_path_factory.mktemp("ledger") / "ledger"
+    def make(
+        *args: str, upstream: int | None = None, ledger: Path | None = None, **kw: Any
+    ) -> ProxyProc:
+        # `ledger`: one prepared beforehand (its keys in ledger.parent / "keys")
+        ledger = ledger or tmp_path_factory.mktemp("ledger") / "ledger"
         p = ProxyProc(upstream or sandbox.bouncer_port, ledger, args, **kw).start()
         started.append(p)
         return p

@@ -132,6 +132,13 @@ def test_demo_runs_start_to_clean_up() -> None:
         ran = re.search(r"\$ scalple dsar (.*?)\(exit status (\d+)\)", out, re.S)
         assert ran and ran.group(2) == "0", out
         assert "Traceback" not in ran.group(1), out
+    # The watch act: Carol's browsing raises a live alert, and scalple anomalies flags her.
+    assert re.search(
+        r"ALERT new_subjects \(high, score [\d.]+\) carol@corp\.example: touched 30", out
+    )
+    ran = re.search(r"\$ scalple anomalies (.*?)\(exit status (\d+)\)", out, re.S)
+    assert ran and ran.group(2) == "1" and "carol@corp.example" in ran.group(1), out
+    assert "alice@corp.example" not in ran.group(1) and "bob@corp.example" not in ran.group(1)
     assert ledger.parent == base and not base.exists()
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/app", connect_timeout=2)

@@ -57,10 +57,24 @@ def _shown(setting: cfg.Setting, value: Any, settings: cfg.Config) -> str:
     if isinstance(value, tuple | list):
         return ", ".join(str(v) for v in value) or "(none)"
     if isinstance(value, dict):
-        return ", ".join(f"{k} = {v}" for k, v in value.items()) or "(none)"
+        sep = ",\n" if any(isinstance(v, dict) for v in value.values()) else ", "
+        return sep.join(f"{k} = {_item(v)}" for k, v in value.items()) or "(none)"
     if isinstance(value, bool):
         return "true" if value else "false"
     return _redact(str(value))
+
+
+def _item(v: Any) -> str:
+    """One entry of a table setting: nested tables and lists compactly, one entry a line."""
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_item(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, tuple | list):
+        return "[" + ", ".join(map(str, v)) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 # SCALPLE_* variables that are not settings but are still meaningful.

@@ -39,6 +39,7 @@ COMMANDS = {
     "people": "scalple.cli.people",
     "dsar": "scalple.cli.dsar",
     "index": "scalple.cli.index",
+    "anomalies": "scalple.cli.anomalies",
 }
 COMMAND_MODULES = tuple(COMMANDS.values())
 

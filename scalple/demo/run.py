@@ -34,6 +34,17 @@ NOTEBOOK = "notebook"
 CUSTOMER = "42"
 EMAIL = "dana.reyes@example.com"  # customer 42's address: personal data in a statement
 ALICE, BOB, ANALYST = "alice@corp.example", "bob@corp.example", "analyst@corp.example"
+CAROL = "carol@corp.example"
+# Alice, Bob, Carol and five colleagues at the same desk: the history the watch act compares with.
+DESK = [
+    ALICE,
+    BOB,
+    CAROL,
+    *(f"{n}@corp.example" for n in ("dan", "erin", "frank", "grace", "heidi")),
+]
+HISTORY_DAYS = 20
+BROWSED = range(200, 230)  # customers nobody at the desk has a case for
+ALERT_SECONDS = 60  # longest the demo waits for the live alert
 
 SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text NOT NULL);
@@ -71,6 +82,7 @@ class Stack:
     sandbox: Sandbox
     ledger: Path
     proxy_port: int = 0
+    started_us: int = 0
     proxy: subprocess.Popen[bytes] | None = None
     bouncer: bool = False
     leaked: list[str] = field(default_factory=list)
@@ -78,6 +90,10 @@ class Stack:
     @property
     def config(self) -> Path:
         return self.sandbox.base / "scalple.toml"
+
+    @property
+    def alerts(self) -> Path:
+        return self.sandbox.base / "alerts.jsonl"
 
     @property
     def upstream_port(self) -> int:
@@ -141,6 +157,7 @@ class Demo:
             pairs = self._trails(stack)
             self._blame(stack)
             self._ledger_commands(stack)
+            self._watch(stack)
             if self.keep:
                 self._hold(stack)
         return 0 if pairs else 1
@@ -189,9 +206,15 @@ class Demo:
     def _start_proxy(self, stack: Stack) -> None:
         stack.proxy_port = free_port()
         conf = stack.config
-        settings = {**PROXY_SETTINGS, "ledger": {"key_dir": str(stack.sandbox.base / "keys")}}
+        settings = {
+            **PROXY_SETTINGS,
+            "ledger": {"key_dir": str(stack.sandbox.base / "keys")},
+            "watch": {"alerts_file": str(stack.alerts)},
+        }
         conf.write_text(_toml(settings))
         self._signing_key(stack)
+        self._history(stack)
+        stack.started_us = time.time_ns() // 1000
         log = stack.sandbox.base / "scalple.log"
         args = [
             sys.executable,
@@ -360,7 +383,8 @@ class Demo:
     def _settled_events(self, stack: Stack) -> list[dict[str, Any]]:
         deadline = time.monotonic() + 10
         while True:
-            events = self._events(stack)
+            # this run's records only, not the history written before the proxy started
+            events = [e for e in self._events(stack) if e["ts_start"] >= stack.started_us]
             done = {e["event_id"] for e in events if e["kind"] == "outcome"}
             if all(e["event_id"] in done for e in scalple_statements(events)):
                 return events
@@ -484,6 +508,73 @@ class Demo:
         output = (proc.stdout + proc.stderr).rstrip()
         self.out.print(hang(self.out, "    ", output))
         self.say(f"  [dim](exit status {proc.returncode})[/]")
+
+    # -- watching: the insider act ------------------------------------------------------------
+
+    def _history(self, stack: Stack) -> None:
+        """Weeks of ordinary desk work, written to the ledger before the proxy opens it (by a
+        child process: the ledger writer's threads and DuckDB stay out of the demo's own)."""
+        if "live_alerts" not in cfg.BY_NAME:
+            return
+        proc = subprocess.run(
+            [sys.executable, "-m", "scalple.watch.synthetic", str(stack.ledger),
+             str(stack.sandbox.base / "keys"), str(HISTORY_DAYS), APP, *DESK],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise SandboxError(f"writing the demo's history failed: {proc.stderr.strip()}")
+        self.say(
+            f"  [green]✓[/] {HISTORY_DAYS} working days of ordinary work by {len(DESK)} colleagues "
+            "at the shop-web desk, written to the ledger (the history the watch rules compare with)"
+        )
+
+    def _watch(self, stack: Stack) -> None:
+        if "live_alerts" not in cfg.BY_NAME:
+            return
+        self.say(
+            f"\n[bold]Watching[/]: {CAROL} browses {len(BROWSED)} customers she has no case for, "
+            "one lookup at a time, through the same app:"
+        )
+        with stack.via_proxy(APP, options=f"-c scalple.user={CAROL}") as carol:
+            for i in BROWSED:
+                sql = f"SELECT id, name FROM customers WHERE id = {i}"
+                with _answer_within(ANSWER_SECONDS, stack, sql):
+                    carol.execute(sql.encode())
+        self.say(f"  {CAROL:<22} [dim]{'startup option':<15}[/] SELECT id, name FROM customers "
+                 f"WHERE id = … ({len(BROWSED)} times)")  # fmt: skip
+        alerts = self._alerts(stack)
+        for a in alerts:
+            self.say(
+                f"  [bold red]ALERT[/] [bold]{escape(a['rule'])}[/] ({escape(a['severity'])}, "
+                f"score {a['score']:.1f}) {escape(a['actor'])}: {escape(a['summary'])}"
+            )
+        if not alerts:
+            self.say(f"  [yellow]no live alert within {ALERT_SECONDS} s[/]")
+        else:
+            self.say(
+                "  Raised live by scalple serve, written to the ledger as an alert record "
+                "(scalple dsar --actor shows it) and to the alerts file as JSON lines."
+            )
+        self.say("\n[bold]scalple anomalies[/]: the same rules over the ledger, offline")
+        self._run_cli(["anomalies", "--since", "1d", "--ledger", str(stack.ledger)], stack.config)
+
+    def _alerts(self, stack: Stack) -> list[dict[str, Any]]:
+        """Carol's alerts once they settle (a rule raised again as its count grows keeps its
+        highest), waiting up to ALERT_SECONDS for the first and 3 s without a new one."""
+        deadline, seen, quiet = time.monotonic() + ALERT_SECONDS, 0, 0.0
+        while time.monotonic() < deadline:
+            lines = stack.alerts.read_text().splitlines() if stack.alerts.exists() else []
+            if len(lines) != seen:
+                seen, quiet = len(lines), time.monotonic() + 3
+            elif seen and time.monotonic() > quiet:
+                break
+            time.sleep(0.2)
+        latest: dict[str, dict[str, Any]] = {}
+        for line in stack.alerts.read_text().splitlines() if seen else []:
+            a = json.loads(line)
+            if a["actor"] == CAROL:
+                latest[a["rule"]] = a  # raised again only when its severity rose
+        return sorted(latest.values(), key=lambda a: -a["score"])
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from scalple.dsar.subjects import SubjectKey
 from scalple.ledger.columns import SELECT_COLUMNS
 from scalple.ledger.layout import Layout
 from scalple.ledger.query import events_view, quote
+from scalple.watch.alerts import alerts_about
 
 Record = dict[str, Any]
 BULK_ROWS: Final = 100
@@ -376,6 +377,7 @@ class ActorAnswer:
     bulk_reads: list[Record]
     errors: list[Record]
     total: int
+    alerts: list[Record]  # what the live rules raised about the actor (kind "alert")
     coverage: Coverage
     verification: Verification
     since: int | None
@@ -519,6 +521,7 @@ def actor_answer(
                 )
             ),
             total=int(total),
+            alerts=alerts_about(con, ledger, actor, window),
             coverage=coverage(con, ledger, 0),
             verification=verification,
             since=since,

@@ -195,6 +195,7 @@ def actor_json(ans: ActorAnswer) -> dict[str, Any]:
         "ledger": coverage_json(ans.coverage),
         "verification": verification_json(ans.verification),
         "statements_total": ans.total,
+        "alerts": _jsonable(ans.alerts),
         "days": ans.days,
         "tables": ans.tables,
         "bulk_reads": _jsonable(ans.bulk_reads),
@@ -228,6 +229,8 @@ def actor_table(ans: ActorAnswer) -> Group:
     )  # fmt: skip
     return Group(
         head,
+        *([_rows_table("Alerts raised about them", ans.alerts,
+                       ("ts", "severity", "rule", "summary", "event_id"))] if ans.alerts else []),
         _rows_table("Per day", ans.days,
                     ("day", "statements", "distinct_subjects", "rows", "errors")),
         _rows_table("Tables", ans.tables, ("table_name", "statements", "rows")),

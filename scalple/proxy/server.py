@@ -34,6 +34,7 @@ from scalple.proxy.logs import setup_logging
 from scalple.proxy.metrics import Counts, Metrics
 from scalple.proxy.people import Verifier, load_people
 from scalple.proxy.session import Policy, Session
+from scalple.watch.live import attach as attach_watch
 
 log = logging.getLogger("scalple.proxy")
 Done = Callable[[BaseException | None], None]
@@ -316,7 +317,11 @@ async def serve(
     host, _, port = config["listen"].rpartition(":")
     analyzer = await build_analyzer(config)
     sink = open_sink(config.ledger_dir, config["durability"], **ledger_settings(config))
-    proxy = Proxy(config, sink, analyzer)
+    watch = attach_watch(config, sink)  # live alerts: sees committed records, writes alerts
+    proxy = Proxy(config, watch.sink if watch else sink, analyzer)
+    proxy.metrics.collector.sink = sink  # the ledger's own write and fdatasync counts
+    if watch:
+        proxy.metrics.registry.register(watch.collector())
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -359,6 +364,8 @@ async def serve(
         server.close()
         log.info("draining %d connection(s)", len(proxy.connections))
         await proxy.drain(float(config["drain_seconds"]))
+        if watch:
+            await asyncio.to_thread(watch.close)
         await sink.aclose()
         log.info("stopped; ledger closed")
 
