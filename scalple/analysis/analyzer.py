@@ -16,7 +16,7 @@ from typing import Generic, Literal, TypeVar
 from scalple.analysis.bind import Names
 from scalple.analysis.catalog import Catalog
 from scalple.analysis.copying import copy_plan
-from scalple.analysis.lexer import scan, split
+from scalple.analysis.lexer import Lexed, scan, split
 from scalple.analysis.masker import MASK_ALL, Masker
 from scalple.analysis.masking import mask
 from scalple.analysis.messages import mask_message
@@ -134,11 +134,13 @@ class Analyzer:
         param_formats: Sequence[int] = (),
         *,
         standard_strings: bool = True,
+        lexed: Lexed | None = None,
     ) -> StatementAnalysis:
         """Never raises: on any internal error the statement comes back with everything masked.
-        `standard_strings` is the session's standard_conforming_strings."""
+        `standard_strings` is the session's standard_conforming_strings; `lexed` is `sql` as
+        the caller already lexed it with that setting (then it is not lexed again)."""
         try:
-            return self._analyze(sql, params, param_formats, standard_strings)
+            return self._analyze(sql, params, param_formats, standard_strings, lexed)
         except Exception:
             return self._masked_all(sql, params, param_formats, standard_strings, "failed")
 
@@ -188,7 +190,12 @@ class Analyzer:
         return fresh
 
     def _analyze(
-        self, sql: str, params: Sequence[bytes | None], formats: Sequence[int], standard: bool
+        self,
+        sql: str,
+        params: Sequence[bytes | None],
+        formats: Sequence[int],
+        standard: bool,
+        lexed: Lexed | None = None,
     ) -> StatementAnalysis:
         version = self._check_catalog()
         exact = self._exact.get((standard, sql))
@@ -199,7 +206,10 @@ class Analyzer:
             m.more_masked = exact.more_masked
             m.subjects.restore(exact.subjects, exact.capped)
         else:
-            key, literals, comments = split(sql, standard)
+            if lexed is not None and lexed.sql is sql and not lexed.light:
+                key, literals, comments = lexed.key, lexed.literals, lexed.comments
+            else:
+                key, literals, comments = split(sql, standard)
             compiled = self._compiled(sql, (standard, key), len(literals) // 2, version)
             m = self._masker(compiled.shape, standard)
             statement = m.statement(sql, literals, comments, compiled.actions)

@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Final
 
+from scalple.analysis.lexer import Lexed
 from scalple.proxy.codec import Field
 from scalple.proxy.commands import PLAIN, Command, Kind
 from scalple.proxy.identity import Claim
@@ -41,6 +42,7 @@ class Prepared:
     fields: tuple[Field, ...] | None = None  # its RowDescription, when described
     raw_parse: bytes = b""  # the Parse message as the server got it (to parse it again)
     large: bool = False  # past the analysis budget: recorded without being parsed
+    lexed: Lexed | None = None  # its text as lexed at Parse (analysis need not lex it again)
 
 
 @dataclass(slots=True)
@@ -202,6 +204,8 @@ class Mirror:
             self.block = Block.NONE
 
     def _close_portals(self, closes: object) -> None:
+        if not self.portals:
+            return
         doomed = [n for n, p in self.portals.items() if closes(p)]  # type: ignore[operator]
         for name in doomed:
             del self.portals[name]

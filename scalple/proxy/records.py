@@ -15,6 +15,7 @@ from scalple.analysis import (
     StatementAnalysis,
     SubjectSet,
 )
+from scalple.analysis.lexer import Lexed
 from scalple.events import AuditEvent, Status
 from scalple.proxy import codec
 from scalple.proxy.commands import Command
@@ -120,6 +121,7 @@ class Recorder:
         formats: tuple[int, ...] = (),
         detail: str | None = None,
         skip: bool = False,
+        lexed: Lexed | None = None,
     ) -> Run:
         """A statement's write-ahead record: who, from where, and what, with PII masked.
 
@@ -139,7 +141,7 @@ class Recorder:
             a = (
                 analyzer.skipped(shown, raw_params, formats, standard_strings=scs)
                 if skip
-                else analyzer.analyze(sql, raw_params, formats, standard_strings=scs)
+                else analyzer.analyze(sql, raw_params, formats, standard_strings=scs, lexed=lexed)
             )
             analysis = {
                 "statement": a.statement,

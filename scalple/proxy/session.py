@@ -312,13 +312,21 @@ class Session:
             step.send(raw)
 
     def _begin_batch(self) -> None:
-        self._pred = self.mirror.clone()
+        self._pred = None  # the batch's prediction: the confirmed mirror until it changes
         self._batch_tracked = False
 
     @property
     def _predicted(self) -> Mirror:
-        assert self._pred is not None
+        """The prediction, to change: a clone of the confirmed mirror, made when first needed
+        (a batch of plain statements predicts nothing the server has not confirmed)."""
+        if self._pred is None:
+            self._pred = self.mirror.clone()
         return self._pred
+
+    @property
+    def _view(self) -> Mirror:
+        """The prediction, to read."""
+        return self._pred or self.mirror
 
     def _extended(self, step: Step, mtype: int, raw: bytes, body: Body) -> None:
         if mtype == Front.PARSE:
@@ -507,7 +515,7 @@ class Session:
         text = _neutral(command) or sql
         prepared = Prepared(
             sql, command, server_name, lease=pred.lease, comment=comment,
-            guc_params=command.guc_params, large=lexed.light,
+            guc_params=command.guc_params, large=lexed.light, lexed=lexed,
         )  # fmt: skip
         item = Pending(Owed.PARSE, name, target=prepared)
         if refusal is not None:
@@ -552,7 +560,7 @@ class Session:
         """Behind transaction pooling, a statement parsed in an earlier transaction may be
         missing from the server connection this one runs on (or, unnamed, be another
         client's): close ours there and parse it again first. The client sees nothing of it."""
-        if not self._pooled or prepared.by_sql or prepared.lease == self._predicted.lease:
+        if not self._pooled or prepared.by_sql or prepared.lease == self._view.lease:
             return
         if prepared.server_name:
             self._queue.append(Pending(Owed.REPARSE_CLOSE, prepared.server_name))
@@ -621,7 +629,7 @@ class Session:
         run, refusal = self._statement(
             statement.sql, statement.command, statement.comment, portal.params, portal.formats,
             detail=f"Execute of cursor {name!r}" if portal.by_sql else None,
-            skip=statement.large,
+            skip=statement.large, lexed=statement.lexed,
         )  # fmt: skip
         item.runs.append(run)
         if refusal is not None:
@@ -666,7 +674,9 @@ class Session:
         for text, piece in pieces:
             command = self._classify(text, piece) if refusal is None else Command()
             bad, comment = self._claims(command, piece) if refusal is None else (None, None)
-            run, bad2 = self._statement(text, command, comment, (), (), skip=piece.light)
+            run, bad2 = self._statement(
+                text, command, comment, (), (), skip=piece.light, lexed=piece
+            )
             refusal = refusal or bad or bad2
             runs.append(run)
             texts.append(_neutral(command) or text)
@@ -720,11 +730,15 @@ class Session:
         formats: tuple[int, ...],
         detail: str | None = None,
         skip: bool = False,
+        lexed: Lexed | None = None,
     ) -> tuple[Run, Refusal | None]:
         """A statement about to run: what it really runs, under whose name, and its record.
-        Its effects are applied to the prediction, for the statements after it."""
-        pred = self._predicted
-        pred.begin_statement()
+        Its effects are applied to the prediction, for the statements after it (a plain
+        statement has none: it only reads it)."""
+        plain = command.kind is Kind.OTHER and not command.tracked
+        pred = self._view if plain else self._predicted
+        if not plain:
+            pred.begin_statement()
         refusal: Refusal | None = None
         real_sql, real_command = sql, command
         if command.kind is Kind.EXECUTE:
@@ -752,9 +766,10 @@ class Session:
         refusal = refusal or self.attribution.unattributed(real_command, claim)
         skip = skip or len(real_sql) > self.policy.analysis_max_bytes
         run = self.records.start(
-            real_sql, claim, command, pred.tx, params, formats, detail, skip=skip
-        )
-        if command.kind is not Kind.IDENTITY:
+            real_sql, claim, command, pred.tx, params, formats, detail, skip=skip,
+            lexed=lexed if real_sql is sql else None,
+        )  # fmt: skip
+        if not plain and command.kind is not Kind.IDENTITY:
             pred.apply(command, "")
         if command.tracked:
             self._batch_tracked = True
@@ -830,7 +845,7 @@ class Session:
     def _lease_refusal(self, what: str, name: str, outlives: bool, lease: int) -> Refusal | None:
         """Under transaction pooling, what outlives its transaction on the server connection
         may not be on the next one (or be another client's there): refuse to guess."""
-        if not outlives or not self._pooled or lease == self._predicted.lease:
+        if not outlives or not self._pooled or lease == self._view.lease:
             return None
         sqlstate = "26000" if what == "prepared statement" else "34000"
         return (
