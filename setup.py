@@ -30,7 +30,10 @@ HOT = (
     "scalple/proxy/commands.py",
     "scalple/proxy/attribution.py",
     "scalple/proxy/identity.py",
+    "scalple/proxy/connection.py",
+    "scalple/proxy/server.py",
     "scalple/ledger/canonical.py",
+    "scalple/ledger/writer.py",
 )
 
 

@@ -159,14 +159,14 @@ def main() -> None:
         paths = [
             Path_("pgbouncer", sb.bouncer_port, sb._procs[-1].pid),
             Path_("bare relay", relay_port, relay.pid),
-            start_scalple(sb, work, "scalple compiled, os", "os", {}),
-            start_scalple(sb, work, "scalple compiled, fsync", "fsync", {}),
-            start_scalple(sb, work, "scalple pure, os", "os", {"SCALPLE_PURE": "1"}),
-            start_scalple(sb, work, "scalple pure, fsync", "fsync", {"SCALPLE_PURE": "1"}),
+            start_scalple(sb, work, "scalple compiled os", "os", {}),
+            start_scalple(sb, work, "scalple compiled fsync", "fsync", {}),
+            start_scalple(sb, work, "scalple pure os", "os", {"SCALPLE_PURE": "1"}),
+            start_scalple(sb, work, "scalple pure fsync", "fsync", {"SCALPLE_PURE": "1"}),
         ]
         if args.before:
             env = {"PYTHONPATH": str(args.before.resolve())}
-            paths.append(start_scalple(sb, work, "scalple before, os", "os", env))
+            paths.append(start_scalple(sb, work, "scalple before os", "os", env))
         if args.paths:
             wanted = set(args.paths.split(","))
             paths = [p for p in paths if p.name in wanted or p.name == "pgbouncer"]

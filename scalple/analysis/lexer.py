@@ -17,7 +17,9 @@ TokenKind = Literal["string", "number", "comment"]
 
 # Characters that can start a token that matters; `re` skips to them in C. A string's prefix
 # (E'' B'' X'' N'' U&'') is found from its quote, looking back.
-_START: Final = re.compile(r"""['";$.0-9]|--|/\*""")
+# One character class (a `-` or `/` is a comment only when doubled or starred: checked after):
+# `re` scans for a class far faster than for an alternation.
+_START: Final = re.compile(r"""[-'";$./0-9]""")
 _NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
 _PLAIN: Final = re.compile(r"[^']*(?:''[^']*)*'")  # xq: '' is a quote, \ is itself
 _ESCAPED: Final = re.compile(r"(?:[^'\\]|\\.|'')*'", re.DOTALL)  # xe: \ escapes any character
@@ -188,6 +190,9 @@ def lex(
                 body = {"U": _PLAIN, "E": _ESCAPED, "B": _BITS, "X": _BITS}.get(kind, plain)
                 end = _string_end(sql, quote + 1, body)
         elif c == "-" or c == "/":
+            if sql[start + 1 : start + 2] != ("-" if c == "-" else "*"):
+                m = search(sql, start + 1)  # an operator, not a comment
+                continue
             literal = False
             if c == "-":
                 found = _LINE_END.search(sql, start)

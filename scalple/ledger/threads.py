@@ -30,12 +30,16 @@ log = logging.getLogger("scalple.ledger")
 Waiter = tuple[asyncio.AbstractEventLoop | None, Any]
 
 
-def notify(waiters: list[Waiter], error: BaseException | None) -> None:
-    """Settle `waiters`: directly on the current loop, one wake-up per other loop."""
-    try:
-        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        current = None
+def notify(
+    waiters: list[Waiter],
+    error: BaseException | None,
+    current: asyncio.AbstractEventLoop | bool | None = True,
+) -> None:
+    """Settle `waiters`: directly on the current loop, one wake-up per other loop. `current`
+    is the loop running this thread when the caller knows it (None: none), to save asking:
+    asyncio asks the OS for the pid each time."""
+    if current is True:
+        current = asyncio.events._get_running_loop()
     by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
     for loop, target in waiters:
         if loop is None:

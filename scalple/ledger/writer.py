@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("scalple.ledger")
 
 MAX_HELD_BYTES: Final = 64 << 20  # kept in memory while the journal cannot be written
+OUTCOME_DELAY: Final = 0.002  # seconds an outcome may wait for a write-ahead to write with
 
 
 def _lock(layout: Layout) -> int:
@@ -142,6 +143,9 @@ class LedgerSink:
         self._fd_lock = threading.Lock()  # the descriptor: an fdatasync, a swap, a rewrite
         self._staged: list[bytes] = []
         self._scheduled: set[asyncio.AbstractEventLoop] = set()
+        self._later: set[asyncio.AbstractEventLoop] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._seq, self._last_hash = state.next_seq, state.last_hash
         # Appends not yet durable, in chain order, with their waiter (the first `_written` are
         # in the file): what a failure looks at again. Waiters are settled from here only,
@@ -232,9 +236,28 @@ class LedgerSink:
             self._scheduled.add(loop)
             loop.call_soon(self._flush_soon, loop)
 
+    def _on_loop(self) -> asyncio.AbstractEventLoop:
+        """The proxy's event loop, learned at the first submit: asyncio.get_running_loop() makes
+        a getpid() system call each time, three a statement on the hot path."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        return self._loop
+
     def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled.discard(loop)
         self._flush()
+
+    def _schedule_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write what waits for no one within OUTCOME_DELAY: the next write-ahead usually
+        takes it along first, one write() for both."""
+        if loop not in self._scheduled and loop not in self._later:
+            self._later.add(loop)
+            loop.call_later(OUTCOME_DELAY, self._flush_later, loop)
+
+    def _flush_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._later.discard(loop)
+        if self._staged:
+            self._flush()
 
     def submit(
         self,
@@ -244,14 +267,19 @@ class LedgerSink:
         """Stage `events`; `done(error)` runs on this event loop once they are durable (error
         None) or cannot be, and then never will be. Without a task or future: the proxy's
         hot path."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or self._on_loop()
         try:
             self.append(events, (loop, done) if done is not None else None)
         except LedgerUnavailable as exc:
             if done is not None:
                 done(exc)
             return
-        self._schedule(loop)
+        if done is None:
+            self._schedule_later(loop)  # an outcome: it rides with the next write-ahead
+        elif self._durable:
+            self._schedule(loop)  # "fsync": one fdatasync for all of this loop pass
+        else:
+            self._flush()  # "os": durable once written; no loop pass spent waiting
 
     async def write_ahead(self, events: Sequence[AuditEvent]) -> None:
         loop = asyncio.get_running_loop()
@@ -290,8 +318,9 @@ class LedgerSink:
             return  # read without the lock: whoever adds to it calls this afterwards
         with self._lock:
             batches, self._settle = self._settle, []
+        current = self._loop if threading.get_ident() == self._loop_thread else None
         for waiters, error in batches:
-            notify(waiters, error)
+            notify(waiters, error, current)
 
     def _flush(self) -> None:
         """Write everything staged with one write(); in "fsync" mode, have it synced."""
