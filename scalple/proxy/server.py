@@ -122,6 +122,9 @@ class Offload:
                 self._loop.call_soon_threadsafe(done, result)
             except RuntimeError:  # the loop is closed: the proxy has stopped
                 return
+            # An idle thread must not keep the last message it read (it can be hundreds of MB)
+            # alive until its next job: the loop holds the only reference now.
+            del job, done, result
 
 
 async def watch_lag(counts: Counts, interval: float = 0.1) -> None:
