@@ -30,6 +30,7 @@ from scalple.ledger import AuditSink, ledger_settings, open_sink
 from scalple.ledger.keys import resolve_key_dir, subject_secret
 from scalple.proxy import codec
 from scalple.proxy.connection import ClientConnection
+from scalple.proxy.host import Done
 from scalple.proxy.logs import setup_logging
 from scalple.proxy.metrics import Counts, Metrics
 from scalple.proxy.people import Verifier, load_people
@@ -37,7 +38,6 @@ from scalple.proxy.session import Policy, Session
 from scalple.watch.live import attach as attach_watch
 
 log = logging.getLogger("scalple.proxy")
-Done = Callable[[BaseException | None], None]
 # Settings a running proxy cannot take on SIGHUP: they need a restart.
 RESTART_SETTINGS = ("listen", "upstream", "ledger", "durability", "key_dir", "metrics_listen")
 
