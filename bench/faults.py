@@ -9,7 +9,8 @@ counted in pgAudit's log (what PostgreSQL executed) and in the ledger (DuckDB ov
 journal). Executed but unrecorded is pgAudit's set less the ledger's: it must be 0. Then
 `scalple verify` checks the ledger. Meanwhile an unrelated client sends `SELECT 1` through the
 proxy every 20 ms; its worst round trip is the stall (reconnecting when its connection was cut,
-so a restart counts whole; an error answer, such as a refusal, ends a round trip).
+so a restart counts whole; an error answer, such as a refusal, ends a round trip). Beside it,
+the proxy's own event-loop lag gauge from /metrics.
 
     python bench/faults.py [--only NAME[,NAME]] [--quick] [--clients 4] [--list]
 
