@@ -11,12 +11,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from time import sleep
 from typing import Generic, Literal, TypeVar
 
 from scalple.analysis.bind import Names
 from scalple.analysis.catalog import Catalog
 from scalple.analysis.copying import copy_plan
-from scalple.analysis.lexer import Lexed, scan, split
+from scalple.analysis.lexer import YIELD_EVERY, Lexed, scan, split
 from scalple.analysis.masker import MASK_ALL, Masker
 from scalple.analysis.masking import mask
 from scalple.analysis.messages import mask_message
@@ -93,6 +94,8 @@ def squash_in_lists(sql: str, literals: list[int]) -> tuple[str, list[int]] | No
             and sql[literals[2 * j + 1] : literals[2 * j + 2]].strip() == ","
         ):
             j += 1
+            if not j & YIELD_EVERY:
+                sleep(0)  # a long list: let the event loop run (lexer.YIELD_EVERY)
         if j > i and _opens_in_list(sql, start) and _closes_list(sql, literals[2 * j + 1]):
             cuts.append((literals[2 * i + 1], literals[2 * j + 1]))
             index.extend([i - removed] * (j - i + 1))
