@@ -161,8 +161,12 @@ def main() -> None:
                 results[name] = total / (args.transactions * args.clients)
                 print(f"{name:10} {results[name]:12,.0f} instructions per transaction", flush=True)
             finally:
-                proc.terminate()
-                proc.wait(120)
+                proc.terminate()  # under callgrind the drain and seal can take minutes
+                try:
+                    proc.wait(600)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         base = results.get("relay")
         print(f"\npgbench -S -M {args.mode} -c {args.clients} -t {args.transactions} through "
               f"PgBouncer; durability {args.durability}; callgrind")  # fmt: skip
