@@ -18,7 +18,7 @@ _NAME_RE: Final = re.compile(r"^[A-Za-z0-9._-]+$")
 
 def lane_name(host: str, worker: int) -> str:
     """The lane of worker `worker` on host `host`: `<host>-w<worker>` (e.g. `db1-w0`)."""
-    host = re.sub(r"[^A-Za-z0-9._-]", "_", host.split(".")[0] or "host")
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", host) or "host"
     return check_lane_name(f"{host}-w{worker}")
 
 
