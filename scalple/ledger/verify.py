@@ -516,8 +516,8 @@ def _missing_lane(total: Report, present: set[str]) -> Finding | None:
             if name not in present:
                 where = "." if name == ROOT else f"{LANES}/{name}"
                 what = (
-                    f"lane {name} is missing, but lane {report.lane}'s signed checkpoints or "
-                    "heads list it: a lane was deleted"
+                    f"missing, but lane {report.lane}'s signed checkpoints or heads list it: "
+                    "a lane was deleted"
                 )
                 return Finding(where, None, what, lane=name)
     return None
