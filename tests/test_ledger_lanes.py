@@ -229,6 +229,13 @@ def test_a_lane_emptied_of_its_ledger_is_caught(
     caught(lanes, capsys, "db2-w0", "holds no ledger")
 
 
+def test_a_lane_being_created_is_no_alarm(lanes: Lanes, capsys: pytest.CaptureFixture[str]) -> None:
+    (lanes.root / "lanes" / "db3-w0").mkdir()  # a worker starting: no journal/ yet
+    code, report = lanes.verify(capsys)
+    assert (code, report["result"]) == (0, "intact"), report
+    assert any("db3-w0 holds no ledger yet" in w for w in report["warnings"])
+
+
 def test_a_segment_moved_between_lanes_is_caught(
     lanes: Lanes, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -74,12 +74,13 @@ def parent_ledger(root: Path) -> Path | None:
 
 def lanes_beside(root: Path) -> tuple[str, ...] | None:
     """The lanes a writer at `root` lists in what it signs: every lane of its ledger now, so a
-    lane later deleted whole is missed by name. None for a ledger without lanes (what it signs
-    stays as before lanes)."""
+    lane later deleted whole is missed by name. Only lanes that hold a ledger already: a lane
+    directory being created is named from the next signature on. None for a ledger without
+    lanes (what it signs stays as before lanes)."""
     root = Path(root)
     ledger = parent_ledger(root)
     if ledger is None:
         if not has_lanes(root):
             return None
         ledger = root
-    return tuple(lane.name for lane in ledger_lanes(ledger))
+    return tuple(lane.name for lane in ledger_lanes(ledger) if holds_ledger(lane.root))

@@ -462,13 +462,23 @@ def verify_ledger(
     if not lanes:
         raise LedgerError(f"{root} is not a ledger (no journal/, segments/ or lanes in it)")
     total = Report(ledger=str(root), deep=deep)
+    empty = []
     for lane in lanes:
+        if not holds_ledger(lane.root):
+            empty.append(lane.name)  # being created, or emptied: judged below
+            continue
         report = _lane_report(lane, trusted_key, progress, deep, cache)
         _add(total, report)
         if report.first_bad is not None and total.first_bad is None:
             total.first_bad = report.first_bad
     if total.first_bad is None:
-        total.first_bad = _missing_lane(total, {lane.name for lane in lanes})
+        # A lane that appeared during the walk (a worker starting) and was named meanwhile is
+        # not missing: lanes are only ever added, so the listing now counts too.
+        now = {lane.name for lane in ledger_lanes(root) if holds_ledger(lane.root)}
+        present = {lane.name for lane in lanes if lane.name not in empty} | now
+        total.first_bad = _missing_lane(total, present, set(empty))
+    for name in empty:
+        total.warnings.append(f"lane {name} holds no ledger yet (a writer starting?)")
     return total
 
 
@@ -480,11 +490,6 @@ def _lane_report(
     cache: VerifiedCache | None,
 ) -> Report:
     where = "." if lane.name == ROOT else f"{LANES}/{lane.name}"
-    if not holds_ledger(lane.root):
-        report = Report(ledger=str(lane.root), deep=deep, lane=lane.name)
-        what = "holds no ledger (no journal/ or segments/ in it)"
-        report.first_bad = Finding(where, None, what, lane=lane.name)
-        return report
     lane_cache = None if cache is None else cache.of_lane(lane.root)
     report = _verify_lane(lane.root, trusted_key, progress=progress, deep=deep, cache=lane_cache)
     report.lane = lane.name
@@ -509,14 +514,16 @@ def _add(total: Report, report: Report) -> None:
     total.lanes_named = sorted({*total.lanes_named, *report.lanes_named})
 
 
-def _missing_lane(total: Report, present: set[str]) -> Finding | None:
-    """A lane some lane's signatures name that is not there: deleted whole."""
+def _missing_lane(total: Report, present: set[str], empty: set[str]) -> Finding | None:
+    """A lane some lane's signatures name that is not there (deleted whole), or is there but
+    holds no ledger (emptied): writers name only lanes that hold one."""
     for report in total.lanes:
         for name in report.lanes_named:
             if name not in present:
                 where = "." if name == ROOT else f"{LANES}/{name}"
+                gone = "holds no ledger" if name in empty else "missing"
                 what = (
-                    f"missing, but lane {report.lane}'s signed checkpoints or heads list it: "
+                    f"{gone}, but lane {report.lane}'s signed checkpoints or heads list it: "
                     "a lane was deleted"
                 )
                 return Finding(where, None, what, lane=name)
