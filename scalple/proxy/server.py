@@ -380,7 +380,12 @@ async def serve(
         raise ConfigError(f"cannot listen on {config['listen']}: {exc.strerror}") from exc
     peers = None
     if worker is not None:
-        peers = await serve_peers(worker, proxy.cancel_here, proxy.metrics.exposition)
+        try:
+            peers = await serve_peers(worker, proxy.cancel_here, proxy.metrics.exposition)
+        except OSError as exc:
+            server.close()
+            await sink.aclose()
+            raise ConfigError(f"cannot answer the other workers: {exc}") from exc
     where = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
     log.info(
         "listening on %s, upstream %s:%s, ledger %s (%s), hot path %s",

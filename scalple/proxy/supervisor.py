@@ -172,6 +172,9 @@ class Supervisor:
             code = await worker.process.wait()
             self.workers.pop(worker.index, None)
             worker.channel.close()
+            if code == 0:  # stopped as told: perhaps by a SIGTERM to the whole process group
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), 1.0)
             if self.stopping.is_set():
                 return
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
