@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -22,6 +23,7 @@ from scalple.dsar.proof import note_compacted
 from scalple.ledger.compact import TARGET_EVENTS, CompactResult, Merge, events_to_compact
 from scalple.ledger.compact import compact as compact_ledger
 from scalple.ledger.keys import SUBJECT_SECRET, load_signing_key, resolve_key_dir, subject_secret
+from scalple.ledger.lanes import ROOT, Lane, ledger_lanes
 from scalple.ledger.layout import Layout
 
 index_app = typer.Typer(
@@ -50,22 +52,49 @@ def _run(ledger: Path, rebuild: bool, json_out: bool) -> UpdateResult:
         return update_index(ledger, rebuild=rebuild, progress=lambda n: bar.advance(task, n))
 
 
-def _report(result: UpdateResult, json_out: bool) -> None:
+def _lanes(root: Path) -> list[Lane]:
+    """Each lane has an index of its own (LEDGER/lanes/NAME/index); a ledger without lanes has
+    one, in LEDGER/index."""
+    return ledger_lanes(root)
+
+
+def _echo(lanes: list[Lane], done: list[tuple[Lane, dict[str, Any]]], json_out: bool) -> None:
+    """One line (or JSON object) per lane; as before lanes for a ledger without them."""
     if json_out:
-        typer.echo(json.dumps(result.__dict__))
-    else:
-        typer.echo(
-            f"indexed {result.segments} segments ({result.events:,} events); the index covers "
-            f"seq 1..{result.upto} in {result.runs} file(s)"
-        )
+        if len(lanes) == 1 and lanes[0].name == ROOT:
+            typer.echo(json.dumps(done[0][1]))
+        else:
+            typer.echo(json.dumps([{"lane": lane.name, **info} for lane, info in done]))
+
+
+def _line(lanes: list[Lane], lane: Lane, text: str) -> str:
+    return text if len(lanes) == 1 and lane.name == ROOT else f"lane {lane.name}: {text}"
+
+
+def _update(root: Path, rebuild: bool, json_out: bool) -> None:
+    lanes = _lanes(root)
+    done = []
+    for lane in lanes:
+        result = _run(lane.root, rebuild, json_out)
+        done.append((lane, dict(result.__dict__)))
+        if not json_out:
+            typer.echo(
+                _line(
+                    lanes,
+                    lane,
+                    f"indexed {result.segments} segments ({result.events:,} events); the index "
+                    f"covers seq 1..{result.upto} in {result.runs} file(s)",
+                )
+            )
+    _echo(lanes, done, json_out)
 
 
 @index_app.command()
 def rebuild(
     ledger: Path | None = LedgerOpt, config: Path | None = ConfigOpt, json_out: bool = JsonOpt
 ) -> None:
-    """Drop the index and build it again from every sealed segment."""
-    _report(_run(_ledger(ledger, config), True, json_out), json_out)
+    """Drop the index and build it again from every sealed segment (of every lane)."""
+    _update(_ledger(ledger, config), True, json_out)
 
 
 @index_app.command()
@@ -73,26 +102,30 @@ def update(
     ledger: Path | None = LedgerOpt, config: Path | None = ConfigOpt, json_out: bool = JsonOpt
 ) -> None:
     """Index the segments sealed since the last update (merging small index files)."""
-    _report(_run(_ledger(ledger, config), False, json_out), json_out)
+    _update(_ledger(ledger, config), False, json_out)
 
 
 @index_app.command()
 def status(
     ledger: Path | None = LedgerOpt, config: Path | None = ConfigOpt, json_out: bool = JsonOpt
 ) -> None:
-    """What the index covers, and whether it is stale."""
-    root = _ledger(ledger, config)
-    info = describe(open_index(root))
-    sealed = sealed_segments(Layout(root))
-    info["sealed_upto"] = sealed[-1].last_seq if sealed else 0
-    if json_out:
-        typer.echo(json.dumps(info))
-        return
-    stale = f"stale: {info['stale']}" if info["stale"] else "current"
-    typer.echo(
-        f"index {stale}; covers seq 1..{info['indexed_upto']} of sealed 1..{info['sealed_upto']} "
-        f"({info['segments']} segments, {len(info['runs'])} file(s))"
-    )
+    """What the index covers, and whether it is stale (each lane's, in a ledger with lanes)."""
+    lanes = _lanes(_ledger(ledger, config))
+    done = []
+    for lane in lanes:
+        info = describe(open_index(lane.root))
+        sealed = sealed_segments(Layout(lane.root))
+        info["sealed_upto"] = sealed[-1].last_seq if sealed else 0
+        done.append((lane, info))
+        if not json_out:
+            stale = f"stale: {info['stale']}" if info["stale"] else "current"
+            text = (
+                f"index {stale}; covers seq 1..{info['indexed_upto']} of sealed "
+                f"1..{info['sealed_upto']} ({info['segments']} segments, "
+                f"{len(info['runs'])} file(s))"
+            )
+            typer.echo(_line(lanes, lane, text))
+    _echo(lanes, done, json_out)
 
 
 def _compact(root: Path, key_dir: Path, target: int, json_out: bool) -> CompactResult:
@@ -130,19 +163,24 @@ def compact(
     stop at any point: a later run finishes the job. The index follows each merge.
     """
     settings = cfg.load(config, {"ledger": str(ledger) if ledger else None})
-    root = settings.ledger_dir
-    result = _compact(root, resolve_key_dir(settings["key_dir"]), target, json_out)
-    merges = result.merges or []
-    if json_out:
+    lanes = _lanes(settings.ledger_dir)
+    done = []
+    for lane in lanes:  # each lane its own chain: merged within it, never across lanes
+        result = _compact(lane.root, resolve_key_dir(settings["key_dir"]), target, json_out)
+        merges = result.merges or []
         info = {k: v for k, v in result.__dict__.items() if k != "merges"}
-        typer.echo(json.dumps({**info, "merged": [m.merged for m in merges]}))
-        return
-    typer.echo(
-        f"merged {sum(len(m.replaced) for m in merges)} segments into {len(merges)} "
-        f"({result.events:,} events); the ledger has {result.segments_after} segments "
-        f"(was {result.segments_before})"
-        + (f"; removed {result.cleaned} left by an earlier stop" if result.cleaned else "")
-    )
+        done.append((lane, {**info, "merged": [m.merged for m in merges]}))
+        if json_out:
+            continue
+        whole = "ledger" if _line(lanes, lane, "") == "" else "lane"
+        text = (
+            f"merged {sum(len(m.replaced) for m in merges)} segments into {len(merges)} "
+            f"({result.events:,} events); the {whole} has {result.segments_after} segments "
+            f"(was {result.segments_before})"
+            + (f"; removed {result.cleaned} left by an earlier stop" if result.cleaned else "")
+        )
+        typer.echo(_line(lanes, lane, text))
+    _echo(lanes, done, json_out)
 
 
 def register(app: typer.Typer) -> None:

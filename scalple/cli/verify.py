@@ -71,6 +71,8 @@ def _progress(show: bool, total: int) -> Iterator[Advance]:
 
 
 def _summary(report: Report) -> str:
+    if report.lanes:
+        return _lanes_summary(report)
     where = f"{report.segments} sealed segments and {report.journal_events} journal events"
     text = (
         f"intact: {report.events:,} events ({where}); last seq {report.last_seq}, "
@@ -85,6 +87,20 @@ def _summary(report: Report) -> str:
     if report.checkpoint_extended:
         text += f"\nextends checkpoint {report.checkpoint_extended}"
     return text
+
+
+def _lanes_summary(report: Report) -> str:
+    where = f"{report.segments} sealed segments and {report.journal_events} journal events"
+    lines = [f"intact: {report.events:,} events in {len(report.lanes)} lanes ({where})"]
+    for lane in report.lanes:
+        lines.append(
+            f"  lane {lane.lane}: {lane.events:,} events, last seq {lane.last_seq}, "
+            f"last hash {lane.last_hash[:16]}…"
+        )
+    if report.journal_events:
+        vouched = report.journal_events - report.unvouched
+        lines.append(f"journal: {vouched} of {report.journal_events} events under a signed head")
+    return "\n".join(lines)
 
 
 def _to_json(report: Report) -> str:

@@ -25,6 +25,7 @@ import msgspec
 from scalple.dsar.errors import BadExport
 from scalple.dsar.query import Access, SubjectAnswer
 from scalple.dsar.render import subject_json, when
+from scalple.errors import LedgerError
 from scalple.events import AuditEvent
 from scalple.ledger.canonical import canonical_bytes, event_hash
 from scalple.ledger.checkpoint import (
@@ -34,6 +35,7 @@ from scalple.ledger.checkpoint import (
     read_checkpoint,
 )
 from scalple.ledger.keys import Rotation, read_rotation
+from scalple.ledger.lanes import LANES, lane_dir
 from scalple.ledger.layout import Layout
 from scalple.ledger.query import quote
 from scalple.ledger.trust import KeyChain, key_chain
@@ -49,6 +51,17 @@ def _record(r: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items() if k in fields}
 
 
+def _segment_path(ledger: Path, seg: str) -> Path:
+    """A segment named in an export: `NAME.parquet`, or `lanes/LANE/NAME.parquet` in a lane."""
+    lane, _, name = seg.rpartition("/")
+    if not lane:
+        return Layout(ledger).segment_dir / seg
+    top, _, lane_name = lane.partition("/")
+    if top != LANES:
+        raise LedgerError(f"the export names segment {seg!r}, in no lane")
+    return lane_dir(ledger, lane_name) / "segments" / name
+
+
 def proof_bundle(ans: SubjectAnswer, ledger: Path) -> dict[str, Any]:
     """Records and checkpoints a third party needs for every listed event."""
     layout = Layout(ledger)
@@ -58,7 +71,7 @@ def proof_bundle(ans: SubjectAnswer, ledger: Path) -> dict[str, Any]:
         for r in a.records:
             seg = r.get("segment")
             if seg and seg not in checkpoints:
-                cp_path = layout.segment_dir / Path(seg).with_suffix(".checkpoint").name
+                cp_path = _segment_path(ledger, seg).with_suffix(".checkpoint")
                 cp, _ = read_checkpoint(cp_path)
                 checkpoints[seg] = msgspec.to_builtins(cp)
             records.append({"event_id": a.event_id, "segment": seg, "record": _record(r)})
@@ -268,7 +281,7 @@ def _checkpoints(
             out.problems.append(f"checkpoint of {name} is signed by another key")
         elif not cp.signature_valid():
             out.problems.append(f"checkpoint of {name} has an invalid signature")
-        elif cp.segment != name:
+        elif cp.segment != name.rpartition("/")[2]:
             out.problems.append(f"checkpoint of {name} names segment {cp.segment}")
         found[name] = cp
         out.checkpoints += 1
@@ -315,11 +328,10 @@ def _against_ledger(
     ledger: Path, cps: dict[str, Checkpoint], located: dict[str, list[tuple[int, str]]],
     out: ExportCheck,
 ) -> None:  # fmt: skip
-    layout = Layout(ledger)
     con = duckdb.connect()
     try:
         for seg, items in located.items():
-            parquet = layout.segment_dir / seg
+            parquet = _segment_path(ledger, seg)
             if not parquet.exists():
                 out.problems.append(f"the ledger has no segment {seg}")
                 continue

@@ -86,6 +86,25 @@ class Coverage:
     segments: int
     journal_events: int
     indexed_upto: int
+    lanes: int = 1  # more than one: seqs count per lane, first/last seq span all lanes
+
+
+def combined(covers: list[Coverage]) -> Coverage:
+    """The coverage of several lanes read as one ledger."""
+    if len(covers) == 1:
+        return covers[0]
+    firsts = [c.first_ts for c in covers if c.first_ts is not None]
+    lasts = [c.last_ts for c in covers if c.last_ts is not None]
+    return Coverage(
+        first_seq=min((c.first_seq for c in covers if c.last_seq), default=0),
+        last_seq=max(c.last_seq for c in covers),
+        first_ts=min(firsts, default=None),
+        last_ts=max(lasts, default=None),
+        segments=sum(c.segments for c in covers),
+        journal_events=sum(c.journal_events for c in covers),
+        indexed_upto=min(c.indexed_upto for c in covers),
+        lanes=len(covers),
+    )
 
 
 def verify_range(
@@ -97,8 +116,11 @@ def verify_range(
     return Verification.of(mode, verify_ledger(Path(ledger), trusted_key, cache=cache))
 
 
-def coverage(con: duckdb.DuckDBPyConnection, ledger: Path, indexed_upto: int) -> Coverage:
-    """First/last seq and time of the ledger (reads only its first segment and its tail)."""
+def coverage(
+    con: duckdb.DuckDBPyConnection, ledger: Path, indexed_upto: int, view: str = "events"
+) -> Coverage:
+    """First/last seq and time of one lane, read through its `events_view` named `view`
+    (reads only its first segment and its tail)."""
     from scalple.ledger.query import quote
 
     segments = Layout(ledger).sealed()
@@ -110,13 +132,13 @@ def coverage(con: duckdb.DuckDBPyConnection, ledger: Path, indexed_upto: int) ->
         ).fetchone()[0]  # type: ignore[index]
     tail = con.execute(
         f"SELECT min(seq), max(seq), max(ts_start), count(*) FILTER (WHERE seq > {sealed_upto}) "
-        f"FROM events WHERE seq > {max(sealed_upto - 1, 0)}"
+        f"FROM {view} WHERE seq > {max(sealed_upto - 1, 0)}"
     ).fetchone()
     assert tail is not None
     lo, hi, last_ts, journal = tail
     first_seq = segments[0].first_seq if segments else (lo or 0)
     if first_ts is None and lo is not None:
-        first_ts = con.execute(f"SELECT ts_start FROM events WHERE seq = {lo}").fetchone()[0]  # type: ignore[index]
+        first_ts = con.execute(f"SELECT ts_start FROM {view} WHERE seq = {lo}").fetchone()[0]  # type: ignore[index]
     return Coverage(
         first_seq=first_seq,
         last_seq=hi or 0,
@@ -126,6 +148,15 @@ def coverage(con: duckdb.DuckDBPyConnection, ledger: Path, indexed_upto: int) ->
         journal_events=int(journal or 0),
         indexed_upto=indexed_upto,
     )
+
+
+def ledger_coverage(con: duckdb.DuckDBPyConnection, ledger: Path) -> Coverage:
+    """The coverage of every lane of `ledger`; replaces the connection's `events` view with
+    `ledger_view`'s."""
+    from scalple.ledger.query import ledger_view
+
+    views = ledger_view(con, ledger)
+    return combined([coverage(con, lane.root, 0, view) for lane, view in views])
 
 
 def note_compacted(ledger: Path, merge: Merge, secret: bytes | None) -> None:

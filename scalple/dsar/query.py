@@ -25,9 +25,10 @@ from scalple.dsar.index import (
     sealed_segments,
     sk_of,
 )
-from scalple.dsar.proof import Coverage, Verification, coverage
+from scalple.dsar.proof import Coverage, Verification, combined, coverage, ledger_coverage
 from scalple.dsar.subjects import SubjectKey
 from scalple.ledger.columns import SELECT_COLUMNS
+from scalple.ledger.lanes import LANES, ROOT, ledger_lanes
 from scalple.ledger.layout import Layout
 from scalple.ledger.query import events_view, quote
 from scalple.watch.alerts import alerts_about
@@ -62,6 +63,7 @@ class Access:
     matched: list[str]  # which of the asked identifiers
     records: list[Record] = field(default_factory=list)  # the raw ledger records (for proofs)
     segment: str | None = None  # segment of the statement record; None while in the journal
+    lane: str = ROOT  # the lane it was recorded in (scalple.ledger.lanes); seq counts per lane
 
 
 @dataclass
@@ -97,7 +99,7 @@ def _rows(cur: duckdb.DuckDBPyConnection) -> list[Record]:
 
 
 def _in_list(values: Iterable[Any]) -> str:
-    return ", ".join(quote(v) if isinstance(v, str) else str(int(v)) for v in values)  # type: ignore[arg-type]
+    return ", ".join(quote(v) if isinstance(v, str) else str(int(v)) for v in values)
 
 
 def _fetch_sealed(con: duckdb.DuckDBPyConnection, ledger: Path, seqs: set[int]) -> list[Record]:
@@ -132,22 +134,24 @@ def _scan_unindexed(
 
 
 def _merge(records: Iterable[Record], keys: Sequence[SubjectKey]) -> list[Access]:
-    by_id: dict[str, list[Record]] = {}
+    by_id: dict[tuple[str, str], list[Record]] = {}
     for r in records:
         if r["kind"] in ("statement", "outcome"):
-            group = by_id.setdefault(r["event_id"], [])
+            group = by_id.setdefault((r.get("lane", ROOT), r["event_id"]), [])
             if all(g["seq"] != r["seq"] for g in group):
                 group.append(r)
     out = []
-    for event_id, group in by_id.items():
+    for (lane, event_id), group in by_id.items():
         group.sort(key=lambda r: r["seq"])
-        access = _access(event_id, group, keys)
+        access = _access(event_id, lane, group, keys)
         if access is not None:
             out.append(access)
     return out
 
 
-def _access(event_id: str, group: list[Record], keys: Sequence[SubjectKey]) -> Access | None:
+def _access(
+    event_id: str, lane: str, group: list[Record], keys: Sequence[SubjectKey]
+) -> Access | None:
     st = next((r for r in group if r["kind"] == "statement"), None)
     oc = next((r for r in group if r["kind"] == "outcome"), None)
     seen_in, matched = [], []
@@ -190,6 +194,7 @@ def _access(event_id: str, group: list[Record], keys: Sequence[SubjectKey]) -> A
         matched=matched,
         records=group,
         segment=base.get("segment"),
+        lane=lane,
     )
 
 
@@ -197,7 +202,7 @@ def _window(accesses: list[Access], since: int | None, until: int | None) -> lis
     kept = [
         a for a in accesses if (since is None or a.ts >= since) and (until is None or a.ts < until)
     ]
-    return sorted(kept, key=lambda a: (a.ts, a.seq), reverse=True)
+    return sorted(kept, key=lambda a: (a.ts, a.lane, a.seq), reverse=True)  # newest first
 
 
 def _partners_missing(records: Iterable[Record]) -> set[str]:
@@ -336,6 +341,13 @@ def _with_segments(ledger: Path, records: list[Record]) -> list[Record]:
     return records
 
 
+def _in_lane(r: Record, lane: str) -> Record:
+    """A record tagged with its lane; in a lane, its segment named from the ledger directory."""
+    seg = r.get("segment")
+    inside = f"{LANES}/{lane}/{seg}" if seg and lane != ROOT else seg
+    return {**r, "lane": lane, "segment": inside}
+
+
 def subject_answer(
     ledger: Path,
     keys: Sequence[SubjectKey],
@@ -345,23 +357,29 @@ def subject_answer(
     until: int | None = None,
     full: bool = False,
 ) -> SubjectAnswer:
-    state = open_index(ledger)
-    con = connect()
-    try:
-        events_view(con, ledger, since_seq=state.upto)  # the rest is reached through the index
-        records = find_subject_records(con, ledger, state, keys, full=full)
-        cover = coverage(con, ledger, state.upto)
-    finally:
-        con.close()
-    note = f"stale ({state.stale}); read directly" if state.stale else f"up to seq {state.upto}"
+    records: list[Record] = []
+    covers, notes = [], []
+    lanes = ledger_lanes(ledger)
+    for lane in lanes:  # each lane is a ledger of its own, with its own index
+        state = open_index(lane.root)
+        con = connect()
+        try:
+            events_view(con, lane.root, since_seq=state.upto)  # the rest: through the index
+            found = find_subject_records(con, lane.root, state, keys, full=full)
+            covers.append(coverage(con, lane.root, state.upto))
+        finally:
+            con.close()
+        records += (_in_lane(r, lane.name) for r in found)
+        note = f"stale ({state.stale}); read directly" if state.stale else f"up to seq {state.upto}"
+        notes.append(note if len(lanes) == 1 else f"lane {lane.name}: {note}")
     return SubjectAnswer(
         subjects=list(keys),
         accesses=_window(_merge(records, keys), since, until),
-        coverage=cover,
+        coverage=combined(covers),
         verification=verification,
         since=since,
         until=until,
-        index=note,
+        index="; ".join(notes),
     )
 
 
@@ -423,8 +441,25 @@ WHERE acts.event_id = oc.event_id AND acts.status = 'pending'
 """
 
 
-def _actor_rows(con: duckdb.DuckDBPyConnection, ledger: Path, actor: str, window: str) -> None:
-    """Table `acts`: the actor's statements, outcome merged, subjects as distinct keys."""
+def _actor_lanes(con: duckdb.DuckDBPyConnection, ledger: Path, actor: str, window: str) -> None:
+    """Table `acts` over every lane (with a `lane` column), as `_actor_rows` makes it of one."""
+    lanes = ledger_lanes(ledger)
+    for i, lane in enumerate(lanes):
+        _actor_rows(con, lane.root, actor, window, as_keys=len(lanes) > 1)
+        rows = f"SELECT *, {quote(lane.name)} AS lane FROM acts"
+        if i == 0:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE acts_lanes AS {rows}")
+        else:
+            con.execute(f"INSERT INTO acts_lanes {rows}")
+    con.execute("CREATE OR REPLACE TEMP TABLE acts AS SELECT * FROM acts_lanes")
+    con.execute("DROP TABLE acts_lanes")
+
+
+def _actor_rows(
+    con: duckdb.DuckDBPyConnection, ledger: Path, actor: str, window: str, *, as_keys: bool
+) -> None:
+    """Table `acts`: the actor's statements, outcome merged, subjects as distinct keys (or, in
+    a lane never indexed, hashes; `as_keys`: keys always, to count alike with other lanes)."""
     state = open_index(ledger)
     files = [f for f in actor_files(state) if f.exists()]
     full = len(files) == len(state.manifest.segments) and not state.stale
@@ -436,7 +471,7 @@ def _actor_rows(con: duckdb.DuckDBPyConnection, ledger: Path, actor: str, window
     )
     events_view(con, ledger, since_seq=upto)  # the rest is in the index's actor rows
     con.execute(_ACTOR_SQL.format(window=window, upto=upto, indexed=indexed), {"actor": actor})
-    if upto:
+    if upto or as_keys:
         # Indexed subjects are 60-bit keys; make the directly read ones keys too, to count alike.
         con.execute(
             f"UPDATE acts SET subjects = list_transform(subjects, lambda h: "
@@ -478,7 +513,7 @@ def actor_answer(
     )
     con = connect()
     try:
-        _actor_rows(con, ledger, actor, window)
+        _actor_lanes(con, ledger, actor, window)
         total = con.execute("SELECT count(*) FROM acts").fetchone()[0]  # type: ignore[index]
         day = "strftime(make_timestamp(ts_start), '%Y-%m-%d')"
         answer = ActorAnswer(
@@ -486,8 +521,8 @@ def actor_answer(
             statements=_rows(
                 con.execute(
                     "SELECT seq, event_id, ts_start, identity_source, client_addr, audit_class, "
-                    "tables, rows, status, sqlstate, len(subjects) AS subjects, statement "
-                    f"FROM acts ORDER BY ts_start DESC, seq DESC LIMIT {int(limit)}"
+                    "tables, rows, status, sqlstate, len(subjects) AS subjects, statement, lane "
+                    f"FROM acts ORDER BY ts_start DESC, lane DESC, seq DESC LIMIT {int(limit)}"
                 )
             ),
             days=_rows(
@@ -509,20 +544,21 @@ def actor_answer(
             bulk_reads=_rows(
                 con.execute(
                     "SELECT seq, event_id, ts_start, rows, len(subjects) AS subjects, tables, "
-                    f"statement FROM acts WHERE audit_class = 'READ' AND rows >= {int(bulk_rows)} "
-                    f"ORDER BY ts_start DESC LIMIT {int(limit)}"
+                    f"statement, lane FROM acts WHERE audit_class = 'READ' "
+                    f"AND rows >= {int(bulk_rows)} "
+                    f"ORDER BY ts_start DESC, lane DESC, seq DESC LIMIT {int(limit)}"
                 )
             ),
             errors=_rows(
                 con.execute(
-                    "SELECT seq, event_id, ts_start, status, sqlstate, statement FROM acts "
+                    "SELECT seq, event_id, ts_start, status, sqlstate, statement, lane FROM acts "
                     "WHERE status NOT IN ('ok', 'pending') "
-                    f"ORDER BY ts_start DESC LIMIT {int(limit)}"
+                    f"ORDER BY ts_start DESC, lane DESC, seq DESC LIMIT {int(limit)}"
                 )
             ),
             total=int(total),
             alerts=alerts_about(con, ledger, actor, window),
-            coverage=coverage(con, ledger, 0),
+            coverage=ledger_coverage(con, ledger),
             verification=verification,
             since=since,
             until=until,

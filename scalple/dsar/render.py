@@ -14,6 +14,7 @@ from rich.text import Text
 
 from scalple.dsar.proof import Coverage, Verification
 from scalple.dsar.query import Access, ActorAnswer, SubjectAnswer
+from scalple.ledger.lanes import ROOT
 from scalple.tabular import Column, Fields, Rows
 
 
@@ -27,8 +28,9 @@ def when(ts: int | None) -> str:
 
 
 def _range(c: Coverage) -> str:
+    seqs = f"{c.lanes} lanes" if c.lanes > 1 else f"seq {c.first_seq}..{c.last_seq}"
     text = (
-        f"seq {c.first_seq}..{c.last_seq}, {when(c.first_ts)} to {when(c.last_ts)} "
+        f"{seqs}, {when(c.first_ts)} to {when(c.last_ts)} "
         f"({c.segments} sealed segments + {c.journal_events} journal events)"
     )
     return text if c.last_seq else "empty ledger"
@@ -43,6 +45,7 @@ def coverage_json(c: Coverage) -> dict[str, Any]:
         "segments": c.segments,
         "journal_events": c.journal_events,
         "indexed_upto": c.indexed_upto,
+        "lanes": c.lanes,
     }
 
 
@@ -73,6 +76,7 @@ def access_json(a: Access) -> dict[str, Any]:
         "ts": when(a.ts),
         "event_id": a.event_id,
         "seq": a.seq,
+        "lane": a.lane,
         "actor": a.actor,
         "actor_email": a.actor_email,
         "identity_source": a.identity_source,
@@ -148,7 +152,7 @@ def _access_row(a: Access) -> list[str]:
         "-" if a.rows is None else str(a.rows),
         a.status + (f" {a.sqlstate}" if a.sqlstate else ""),
         ", ".join(a.seen_in),
-        f"{a.event_id} (seq {a.seq})",
+        f"{a.event_id} (seq {a.seq})" if a.lane == ROOT else f"{a.event_id} ({a.lane} seq {a.seq})",
         a.statement or "-",
     ]
 

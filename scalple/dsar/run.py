@@ -18,6 +18,7 @@ from scalple.dsar.query import ActorAnswer, SubjectAnswer, actor_answer, subject
 from scalple.dsar.subjects import load_secret, subject_keys
 from scalple.errors import LedgerError
 from scalple.ledger.keys import PUBLIC_KEY, load_public_key, resolve_key_dir
+from scalple.ledger.lanes import has_lanes, holds_ledger
 
 T = TypeVar("T")
 _ATTEMPTS: Final = 3
@@ -77,9 +78,8 @@ def _secret(settings: Config) -> bytes | None:
 
 def _verified(settings: Config, req: Request, secret: bytes | None) -> Verification:
     ledger = req.ledger
-    layout_ok = (ledger / "segments").is_dir() or (ledger / "journal").is_dir()
-    if not layout_ok:
-        raise LedgerError(f"{ledger} is not a ledger (no journal/ or segments/ in it)")
+    if not (holds_ledger(ledger) or has_lanes(ledger)):
+        raise LedgerError(f"{ledger} is not a ledger (no journal/, segments/ or lanes/ in it)")
     result = verify_range(ledger, trusted_key(req.public_key, settings), req.verify, secret)
     if not result.intact:
         raise LedgerNotVerified(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from scalple.errors import LedgerError
 from scalple.ledger.keys import SigningKey, verify_signature
@@ -29,6 +30,9 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     sealed_at: int
     public_key: str
     signature: str = ""
+    # The lanes of the ledger when signed (scalple.ledger.lanes); unset (and not encoded, so
+    # checkpoints from before lanes keep their bytes) in a ledger without lanes.
+    lanes: tuple[str, ...] | UnsetType = UNSET
 
     def message(self) -> bytes:
         return CHECKPOINT_DOMAIN + msgspec.json.encode(msgspec.structs.replace(self, signature=""))
@@ -81,6 +85,10 @@ def followers(cp: Checkpoint, own_digest: str) -> tuple[str, ...]:
     if isinstance(cp, CompactedCheckpoint):
         return cp.followed_by(own_digest)
     return (own_digest,)
+
+
+def lanes_named(cp: Checkpoint) -> tuple[str, ...]:
+    return () if isinstance(cp.lanes, UnsetType) else cp.lanes
 
 
 def digest(data: bytes) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Final
 
 import duckdb
+from msgspec import UNSET, UnsetType
 
 from scalple.errors import LedgerError
 from scalple.ledger.checkpoint import (
@@ -158,6 +159,13 @@ def _merge_file(con: duckdb.DuckDBPyConnection, members: list[Member], out: Path
     )
 
 
+def _lanes_of(olds: list[Checkpoint]) -> tuple[str, ...] | UnsetType:
+    """The lanes the merged segments' checkpoints named, all of them (never fewer: a lane
+    named once stays named)."""
+    named = [cp.lanes for cp in olds if not isinstance(cp.lanes, UnsetType)]
+    return tuple(sorted(set().union(*named))) if named else UNSET
+
+
 def merge(
     con: duckdb.DuckDBPyConnection, layout: Layout, run: list[SegmentFiles], key: SigningKey
 ) -> Merge:
@@ -198,6 +206,7 @@ def merge(
         sealed_at=time.time_ns() // 1000,
         public_key=key.public,
         replaces=tuple(digest(m.data) for m in members),
+        lanes=_lanes_of(olds),
     )
     data = unsigned.signed(key).encode()
     write_atomically(files.checkpoint, data, READ_ONLY)  # the commit

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from scalple.ledger.keys import SigningKey, key_id, verify_signature
 from scalple.ledger.trust import KeyChain
@@ -31,6 +32,7 @@ class Head(msgspec.Struct, frozen=True, kw_only=True):
     signed_at: int
     public_key: str
     signature: str = ""
+    lanes: tuple[str, ...] | UnsetType = UNSET  # as in a checkpoint (scalple.ledger.lanes)
 
     def message(self) -> bytes:
         return HEAD_DOMAIN + msgspec.json.encode(msgspec.structs.replace(self, signature=""))
@@ -45,13 +47,20 @@ class Head(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.json.encode(self) + b"\n"
 
 
-def sign_head(key: SigningKey, journal: Path, last_seq: int, last_hash: str) -> Head:
+def sign_head(
+    key: SigningKey,
+    journal: Path,
+    last_seq: int,
+    last_hash: str,
+    lanes: tuple[str, ...] | None = None,
+) -> Head:
     unsigned = Head(
         journal=journal.name,
         last_seq=last_seq,
         last_hash=last_hash,
         signed_at=time.time_ns() // 1000,
         public_key=key.public,
+        lanes=UNSET if lanes is None else lanes,
     )
     return unsigned.with_signature(key)
 
@@ -128,6 +137,7 @@ class HeadCheck:
     what: str = ""
     line: int = 0
     forged: list[int] = field(default_factory=list)  # lines that are not valid heads
+    lanes: set[str] = field(default_factory=set)  # named by the valid heads checked
 
     @property
     def ok(self) -> bool:
@@ -197,6 +207,8 @@ def check_heads(
             return _bad(result, low, what, line.number)
         result.vouched = head.last_seq
         result.heads += 1
+        if not isinstance(head.lanes, UnsetType):
+            result.lanes.update(head.lanes)
         result.last_signed_at = head.signed_at
     return result
 

@@ -20,9 +20,20 @@
                                                  identity (scalple.ledger.verified); deletable
     LEDGER/index/                                derived: the subject index (scalple.dsar.index)
 
-Sequence numbers start at 1 and have no gaps; a segment's name gives the seqs it holds. Every
-function here takes the ledger directory, so a lane (its own journal, chain, segments and
-checkpoints) is just another directory.
+Sequence numbers start at 1 and have no gaps; a segment's name gives the seqs it holds.
+
+Lanes (scalple.ledger.lanes): with several writers (`serve --workers N`), each appends to a lane
+of its own, a complete ledger directory as above (its own LOCK, journal, chain from seq 1,
+segments, checkpoints, heads, verified.json and index/):
+
+    LEDGER/lanes/<host>-w<worker>/...            one lane, laid out as LEDGER above
+    LEDGER/keys/<n:06>.rotation                  key rotations: one set for every lane
+
+A ledger written before lanes keeps its files in LEDGER itself; readers take them as one more
+lane, named ".". Every checkpoint and signed head written in a ledger with lanes lists, in its
+`lanes` field, the lanes there when it was signed, so a lane deleted whole is missed by name
+(the field is absent, and the bytes signed as before lanes, in a ledger without lanes). Every
+function here takes one lane's directory.
 """
 
 from __future__ import annotations
@@ -118,7 +129,12 @@ class Layout:
         return seg.parquet.with_suffix(".replaced")
 
     def rotations(self) -> list[Path]:
-        return sorted(p for p in _list(self.key_dir) if p.suffix == ".rotation")
+        """Key rotation certificates: the ledger's, and for a lane those of its ledger too."""
+        dirs = [self.key_dir]
+        if self.root.parent.name == "lanes":  # scalple.ledger.lanes: LEDGER/lanes/<name>
+            dirs.append(self.root.parent.parent / "keys")
+        found = {p.name: p for d in reversed(dirs) for p in _list(d) if p.suffix == ".rotation"}
+        return [found[name] for name in sorted(found)]
 
 
 class SegmentListing:

@@ -1,4 +1,5 @@
-"""DuckDB over a ledger: one `events` view across sealed segments and the unsealed journal."""
+"""DuckDB over a ledger: one `events` view across sealed segments and the unsealed journal, of one
+lane (`events_view`) or of every lane of a ledger (`ledger_view`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import duckdb
 
 from scalple.errors import LedgerError
 from scalple.ledger.columns import COLUMN_TYPES, READ_JSON_COLUMNS, SELECT_COLUMNS
+from scalple.ledger.lanes import Lane, ledger_lanes
 from scalple.ledger.layout import Layout
 
 JOURNAL_TABLE = "scalple_journal_snapshot"
 _ATTEMPTS = 5
 
 
-def quote(path: Path) -> str:
-    """A path as a DuckDB string literal."""
+def quote(path: Path | str) -> str:
+    """A path (or any text) as a DuckDB string literal."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
@@ -24,7 +26,9 @@ def _empty() -> str:
     return f"SELECT {casts} WHERE false"
 
 
-def _snapshot(con: duckdb.DuckDBPyConnection, layout: Layout, since_seq: int) -> str:
+def _snapshot(
+    con: duckdb.DuckDBPyConnection, layout: Layout, since_seq: int, table: str = JOURNAL_TABLE
+) -> str:
     # Journals listed (and opened, through DuckDB's read below) before segments: a journal
     # sealed meanwhile is then in the segment listing, and one removed before DuckDB reads it
     # makes the read fail and the view look again.
@@ -44,18 +48,20 @@ def _snapshot(con: duckdb.DuckDBPyConnection, layout: Layout, since_seq: int) ->
             f"maximum_object_size=1073741824) WHERE seq > {sealed_upto}"
         )
     # Journals are deleted once sealed, so their rows are copied now; segments never go away.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {JOURNAL_TABLE} AS {source}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {source}")
     if not segments:
-        return f"SELECT * FROM {JOURNAL_TABLE}"
+        return f"SELECT * FROM {table}"
     files = ", ".join(quote(s.parquet) for s in segments)
-    return (
-        f"SELECT {SELECT_COLUMNS} FROM read_parquet([{files}]) "
-        f"UNION ALL SELECT * FROM {JOURNAL_TABLE}"
-    )
+    return f"SELECT {SELECT_COLUMNS} FROM read_parquet([{files}]) UNION ALL SELECT * FROM {table}"
 
 
 def events_view(
-    con: duckdb.DuckDBPyConnection, ledger_dir: Path, *, since_seq: int = 0, name: str = "events"
+    con: duckdb.DuckDBPyConnection,
+    ledger_dir: Path,
+    *,
+    since_seq: int = 0,
+    name: str = "events",
+    table: str = JOURNAL_TABLE,
 ) -> None:
     """Create (or replace) temp view `name`: every event in the ledger now, one row each.
 
@@ -63,14 +69,32 @@ def events_view(
     plus a copy of the unsealed journal as of this call; call again to see later events. A torn
     last journal line (a write in progress) is left out. Order by `seq` when order matters.
     With `since_seq`, sealed segments that end before it are left out of the view (so are
-    their events; the last sealed segment and the journal are always in it).
+    their events; the last sealed segment and the journal are always in it). One directory
+    only: in a ledger with lanes, one lane (`ledger_view` reads them all).
     """
     layout = Layout(Path(ledger_dir))
     for _ in range(_ATTEMPTS):
         try:
-            body = _snapshot(con, layout, since_seq)
+            body = _snapshot(con, layout, since_seq, table)
         except duckdb.IOException:
             continue  # a journal was sealed and removed while we read it: look again
         con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
         return
     raise LedgerError(f"ledger {ledger_dir} kept changing while being read; try again")
+
+
+def ledger_view(
+    con: duckdb.DuckDBPyConnection, ledger: Path, *, name: str = "events"
+) -> list[tuple[Lane, str]]:
+    """Create (or replace) temp view `name` over every lane of `ledger` (scalple.ledger.lanes):
+    the `events_view` of each lane, taken one after another, with a `lane` column (".", the
+    ledger's own files, for a ledger without lanes). Seqs count per lane: order the stream by
+    `ts_start, lane, seq`. Returns each lane with the name of its own view."""
+    parts, views = [], []
+    for i, lane in enumerate(ledger_lanes(Path(ledger))):
+        view = f"{name}_lane_{i}"
+        events_view(con, lane.root, name=view, table=f"{JOURNAL_TABLE}_{i}")
+        parts.append(f"SELECT *, {quote(lane.name)} AS lane FROM {view}")
+        views.append((lane, view))
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {' UNION ALL '.join(parts)}")
+    return views

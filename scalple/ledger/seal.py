@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from msgspec import UNSET, UnsetType
+
 from scalple.errors import LedgerError
 from scalple.ledger.checkpoint import Checkpoint, digest, file_sha256
 from scalple.ledger.columns import READ_JSON_COLUMNS, SELECT_COLUMNS
 from scalple.ledger.keys import SigningKey
+from scalple.ledger.lanes import lanes_beside
 from scalple.ledger.layout import Layout, fsync_path, write_atomically
 from scalple.ledger.recovery import Pending
 
@@ -66,6 +69,11 @@ def _write_checkpoint(path: Path, checkpoint: Checkpoint) -> bytes:
     return data
 
 
+def _lanes(layout: Layout) -> tuple[str, ...] | UnsetType:
+    lanes = lanes_beside(layout.root)
+    return UNSET if lanes is None else lanes
+
+
 def seal(
     layout: Layout, pending: Pending, previous: Sealed | None, key: SigningKey, *, threads: int = 1
 ) -> Sealed:
@@ -98,6 +106,7 @@ def seal(
         prev_checkpoint=previous.digest if previous else "",
         sealed_at=time.time_ns() // 1000,
         public_key=key.public,
+        lanes=_lanes(layout),
     ).signed(key)
     data = _write_checkpoint(files.checkpoint, checkpoint)
     fsync_path(layout.segment_dir)

@@ -71,6 +71,10 @@ class VerifiedCache:
         self.seen = self._load()
         self._noted: dict[str, Seen] = {}
 
+    def of_lane(self, root: Path) -> VerifiedCache:
+        """The cache of another lane of the same ledger (each lane keeps its own)."""
+        return VerifiedCache(root, self._key)
+
     def _load(self) -> dict[str, Seen]:
         try:
             found = msgspec.json.decode(self.path.read_bytes(), type=_File)

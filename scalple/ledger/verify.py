@@ -24,11 +24,13 @@ from scalple.ledger.checkpoint import (
     digest,
     file_sha256,
     followers,
+    lanes_named,
     read_checkpoint,
 )
 from scalple.ledger.heads import check_heads, read_heads, wanted
 from scalple.ledger.journal import scan
 from scalple.ledger.keys import key_id, read_rotation
+from scalple.ledger.lanes import LANES, ROOT, Lane, has_lanes, holds_ledger, ledger_lanes
 from scalple.ledger.layout import REASON, Layout, SegmentFiles, os_errors
 from scalple.ledger.replaced import check_replaced, replaced_checkpoints
 from scalple.ledger.snapshot import JournalEntry, Snapshot
@@ -49,10 +51,12 @@ class Finding:
     where: str
     seq: int | None
     what: str
+    lane: str | None = None  # in a ledger with lanes: the lane (`where` is then inside LEDGER)
 
     def __str__(self) -> str:
         at = f", seq {self.seq}" if self.seq is not None else ""
-        return f"{self.where}{at}: {self.what}"
+        lane = f"lane {self.lane}: " if self.lane is not None else ""
+        return f"{lane}{self.where}{at}: {self.what}"
 
 
 @dataclass
@@ -73,6 +77,9 @@ class Report:
     heads: int = 0  # signed heads that vouch for journal records
     unvouched: int = 0  # journal records after the last signed head
     last_head_at: int | None = None
+    lanes_named: list[str] = field(default_factory=list)  # by valid signed checkpoints and heads
+    lane: str | None = None  # the lane this report is of, in a ledger with lanes
+    lanes: list[Report] = field(default_factory=list)  # a ledger with lanes: one per lane
 
     @property
     def intact(self) -> bool:
@@ -116,6 +123,7 @@ class _Walk:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     deep: bool = False
     prev_digests: tuple[str, ...] = ("",)  # what the next checkpoint's prev_checkpoint may be
+    lanes_named: set[str] = field(default_factory=set)
     key_rank: int = -(2**62)  # checkpoints may start with any key of the chain
 
     @property
@@ -280,6 +288,7 @@ def _check_journal(walk: _Walk, entry: JournalEntry, live: bool) -> None:
             "log was removed)"
         )
     walk.key_rank = max(walk.key_rank, heads.key_rank)
+    walk.lanes_named |= heads.lanes
     report.heads += heads.heads
     report.unvouched += end - heads.vouched
     report.last_head_at = heads.last_signed_at or report.last_head_at
@@ -369,6 +378,9 @@ def _walk(walk: _Walk, saved: tuple[Checkpoint, str] | None) -> None:
         _check_quarantine(walk)
     except _Tampered as t:
         walk.report.first_bad = t.finding
+    for cp in walk.checkpoints:  # checked, with the replaced ones a merged checkpoint lists
+        walk.lanes_named.update(lanes_named(cp))
+    walk.report.lanes_named = sorted(walk.lanes_named)
 
 
 def trusted_chain(layout: Layout, trusted_key: str) -> KeyChain:
@@ -377,7 +389,7 @@ def trusted_chain(layout: Layout, trusted_key: str) -> KeyChain:
     return key_chain(trusted_key, rotations)
 
 
-def verify_ledger(
+def _verify_lane(
     root: Path,
     trusted_key: str,
     *,
@@ -386,11 +398,7 @@ def verify_ledger(
     deep: bool = False,
     cache: VerifiedCache | None = None,
 ) -> Report:
-    """Check the whole ledger at `root` against `trusted_key` (raw hex). Raises LedgerError when
-    the input is unusable; a tampered ledger gives a Report with `first_bad` set. `deep` also
-    recomputes every sealed event's hash from its columns (sealing did so before signing).
-    With `cache`, segments it holds as checked and unchanged are not hashed again, and the ones
-    checked now are added to it.
+    """One lane (or a ledger without lanes): see `verify_ledger`.
 
     A finding is reported only if the ledger's directories did not change during the walk, or
     the walk after finds the same: a writer sealing or compacting meanwhile makes it look again.
@@ -422,8 +430,112 @@ def verify_ledger(
     raise LedgerError(f"ledger {root} kept changing while being verified; try again")
 
 
+def verify_ledger(
+    root: Path,
+    trusted_key: str,
+    *,
+    saved: tuple[Checkpoint, str] | None = None,
+    progress: Progress | None = None,
+    deep: bool = False,
+    cache: VerifiedCache | None = None,
+) -> Report:
+    """Check the whole ledger at `root` against `trusted_key` (raw hex). Raises LedgerError when
+    the input is unusable; a tampered ledger gives a Report with `first_bad` set. `deep` also
+    recomputes every sealed event's hash from its columns (sealing did so before signing).
+    With `cache`, segments it holds as checked and unchanged are not hashed again, and the ones
+    checked now are added to it.
+
+    A ledger with lanes (scalple.ledger.lanes) is checked lane by lane, each on its own, and
+    every lane that a valid signed checkpoint or head of any lane names must still be there.
+    """
+    root = Path(root)
+    if not has_lanes(root):
+        return _verify_lane(
+            root, trusted_key, saved=saved, progress=progress, deep=deep, cache=cache
+        )
+    if saved is not None:
+        raise LedgerError(
+            f"{root} has lanes, and a saved checkpoint is one lane's: verify that lane's "
+            f"directory ({root / LANES}/NAME) with it"
+        )
+    lanes = ledger_lanes(root)
+    if not lanes:
+        raise LedgerError(f"{root} is not a ledger (no journal/, segments/ or lanes in it)")
+    total = Report(ledger=str(root), deep=deep)
+    empty = []
+    for lane in lanes:
+        if not holds_ledger(lane.root):
+            empty.append(lane.name)  # being created, or emptied: judged below
+            continue
+        report = _lane_report(lane, trusted_key, progress, deep, cache)
+        _add(total, report)
+        if report.first_bad is not None and total.first_bad is None:
+            total.first_bad = report.first_bad
+    if total.first_bad is None:
+        # A lane that appeared during the walk (a worker starting) and was named meanwhile is
+        # not missing: lanes are only ever added, so the listing now counts too.
+        now = {lane.name for lane in ledger_lanes(root) if holds_ledger(lane.root)}
+        present = {lane.name for lane in lanes if lane.name not in empty} | now
+        total.first_bad = _missing_lane(total, present, set(empty))
+    for name in empty:
+        total.warnings.append(f"lane {name} holds no ledger yet (a writer starting?)")
+    return total
+
+
+def _lane_report(
+    lane: Lane,
+    trusted_key: str,
+    progress: Progress | None,
+    deep: bool,
+    cache: VerifiedCache | None,
+) -> Report:
+    where = "." if lane.name == ROOT else f"{LANES}/{lane.name}"
+    lane_cache = None if cache is None else cache.of_lane(lane.root)
+    report = _verify_lane(lane.root, trusted_key, progress=progress, deep=deep, cache=lane_cache)
+    report.lane = lane.name
+    report.warnings = [f"lane {lane.name}: {w}" for w in report.warnings]
+    if (bad := report.first_bad) is not None:
+        inside = bad.where if lane.name == ROOT else f"{where}/{bad.where}"
+        report.first_bad = Finding(inside, bad.seq, bad.what, lane=lane.name)
+    return report
+
+
+def _add(total: Report, report: Report) -> None:
+    total.lanes.append(report)
+    for name in ("events", "segments", "journal_events", "heads", "unvouched"):
+        setattr(total, name, getattr(total, name) + getattr(report, name))
+    total.checked_segments += report.checked_segments
+    total.cached_segments += report.cached_segments
+    if report.cached_since is not None:
+        total.cached_since = min(total.cached_since or report.cached_since, report.cached_since)
+    if report.last_head_at is not None:
+        total.last_head_at = max(total.last_head_at or 0, report.last_head_at)
+    total.warnings.extend(report.warnings)
+    total.lanes_named = sorted({*total.lanes_named, *report.lanes_named})
+
+
+def _missing_lane(total: Report, present: set[str], empty: set[str]) -> Finding | None:
+    """A lane some lane's signatures name that is not there (deleted whole), or is there but
+    holds no ledger (emptied): writers name only lanes that hold one."""
+    for report in total.lanes:
+        for name in report.lanes_named:
+            if name not in present:
+                where = "." if name == ROOT else f"{LANES}/{name}"
+                gone = "holds no ledger" if name in empty else "missing"
+                what = (
+                    f"{gone}, but lane {report.lane}'s signed checkpoints or heads list it: "
+                    "a lane was deleted"
+                )
+                return Finding(where, None, what, lane=name)
+    return None
+
+
 def total_events(root: Path) -> int:
     """A quick estimate of the events in a ledger, for a progress bar."""
+    return sum(_lane_events(lane.root) for lane in ledger_lanes(root))
+
+
+def _lane_events(root: Path) -> int:
     layout = Layout(root)
     sealed = sum(s.last_seq - s.first_seq + 1 for s in layout.segments())
     size = 0

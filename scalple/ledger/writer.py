@@ -35,6 +35,7 @@ from scalple.events import AuditEvent
 from scalple.ledger.canonical import chain_into
 from scalple.ledger.heads import append_head, create_log, sign_head
 from scalple.ledger.keys import SigningKey, key_id
+from scalple.ledger.lanes import lanes_beside
 from scalple.ledger.layout import Layout, fsync_path
 from scalple.ledger.recovery import Pending, State, recover, system_event
 from scalple.ledger.seal import Sealed
@@ -491,7 +492,7 @@ class LedgerSink:
                 except OSError as exc:
                     log.error("cannot sync the journal to sign its head: %s", exc)
                     return
-        head = sign_head(self._key, live.path, seq, last_hash)
+        head = sign_head(self._key, live.path, seq, last_hash, lanes_beside(self.layout.root))
         try:
             append_head(self.layout.heads(live.first_seq), head)
         except OSError as exc:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scalple.ledger.query import events_view
+from scalple.ledger.query import ledger_view
 
 if TYPE_CHECKING:
     import duckdb
@@ -17,15 +17,16 @@ def alerts_about(
     con: duckdb.DuckDBPyConnection, ledger: Path, actor: str, window: str = ""
 ) -> list[dict[str, Any]]:
     """Alert records about `actor` in the whole ledger (`window`: extra ts_start conditions).
-    Replaces the connection's `events` view with one over every segment."""
-    events_view(con, ledger)
+    Replaces the connection's `events` view with one over every segment of every lane."""
+    ledger_view(con, ledger)
     cur = con.execute(
-        "SELECT seq, event_id, ts_start, detail FROM events WHERE kind = 'alert' "
-        f"AND (actor = $actor OR actor_email = $actor) {window} ORDER BY ts_start DESC, seq DESC",
+        "SELECT seq, event_id, ts_start, detail, lane FROM events WHERE kind = 'alert' "
+        f"AND (actor = $actor OR actor_email = $actor) {window} "
+        "ORDER BY ts_start DESC, lane DESC, seq DESC",
         {"actor": actor},
     )
     out = []
-    for seq, event_id, ts, detail in cur.fetchall():
+    for seq, event_id, ts, detail, lane in cur.fetchall():
         try:
             d = json.loads(detail or "{}")
         except ValueError:
@@ -33,6 +34,7 @@ def alerts_about(
         out.append(
             {
                 "seq": seq,
+                "lane": lane,
                 "event_id": event_id,
                 "ts_start": ts,
                 "rule": d.get("rule"),

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scalple.config import Config
-from scalple.dsar.proof import Coverage, Mode, Verification, coverage
+from scalple.dsar.proof import Coverage, Mode, Verification, ledger_coverage
 from scalple.dsar.query import connect
 from scalple.dsar.run import Request, _secret, _verified, parse_time
-from scalple.ledger.query import events_view
+from scalple.ledger.query import ledger_view
 from scalple.watch.findings import Finding, flagged
 from scalple.watch.profile import DAY_US, build_baselines, profile
 from scalple.watch.settings import WatchSettings
@@ -60,7 +60,7 @@ def investigate(
     lo = (first_day - history_days(settings)) * DAY_US - DAY_US  # a day's margin for zones
     con = connect()
     try:
-        events_view(con, ledger)
+        ledger_view(con, ledger)
         profile(con, settings, max(lo, 0), end)
         build_baselines(con, settings)
         found = flagged(con, settings, first_day, last_day, actor)
@@ -69,7 +69,7 @@ def investigate(
             + (" AND actor = ?" if actor else ""),
             [first_day, last_day, *([actor] if actor else [])],
         ).fetchone()
-        cover = coverage(con, ledger, 0)
+        cover = ledger_coverage(con, ledger)
     finally:
         con.close()
     return Report(found, cover, verification, first_day, last_day, int(judged[0] if judged else 0))

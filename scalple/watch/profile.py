@@ -180,7 +180,7 @@ def build_profiles(con: duckdb.DuckDBPyConnection, settings: WatchSettings) -> N
 
         CREATE OR REPLACE TEMP TABLE w_day0 AS
         WITH d AS (
-          SELECT actor, day, arg_min(grp, seq) AS grp, count(*) AS statements,
+          SELECT actor, day, arg_min(grp, (ts_start, seq)) AS grp, count(*) AS statements,
             sum(rows_read) AS rows_read, count(*) FILTER (WHERE bulk) AS bulk_reads,
             count(*) FILTER (WHERE refused) AS refusals
           FROM w_st GROUP BY actor, day

@@ -334,20 +334,21 @@ def load(
     """Baselines of `day`, and the statements of `day` recorded before `before_us` (merged with
     their outcomes) for `replay`: what a watcher starting mid-day has missed."""
     from scalple.dsar.query import connect
-    from scalple.ledger.query import events_view
+    from scalple.ledger.query import ledger_view
     from scalple.watch.investigate import history_days
     from scalple.watch.profile import profile, statement_lists
 
     lo = (day - history_days(settings) - 1) * DAY_US
     con = connect()
     try:
-        events_view(con, ledger)
+        ledger_view(con, ledger)
         profile(con, settings, max(lo, 0), before_us)
         base = read_baselines(con, settings, day)
         statement_lists(con, f"day = {int(day)}")
         earlier = rows(con.execute(
             "SELECT event_id, actor, ts_start, hour, grp, tables, subjects, rows_read, bulk, "
-            "refused FROM w_st JOIN w_lists USING (ts_start, eh) WHERE day = ? ORDER BY seq",
+            "refused FROM w_st JOIN w_lists USING (ts_start, eh) WHERE day = ? "
+            "ORDER BY ts_start, seq",
             [day],
         ))  # fmt: skip
     finally:
