@@ -1,10 +1,12 @@
 """Instructions per transaction of each path's own process, counted by valgrind's callgrind:
 the same count whatever else the machine is doing, where CPU time on a shared 2-core machine
 moves by tens of percent from run to run. Side by side in one run: a bare relay (no protocol
-work) and Scalple (hot path compiled and uncompiled), each in front of PgBouncer.
+work) and Scalple (hot path compiled and uncompiled), each in front of PgBouncer. `--before
+CHECKOUT` with `--paths relay,before,compiled` adds another checkout's Scalple (say, `git worktree
+add /tmp/before <commit>`), run from its sources.
 
     python bench/bench_instructions.py [--transactions 2000] [--clients 4] [--mode simple]
-                                       [--paths ...] [--durability os]
+                                       [--paths ...] [--durability os] [--before CHECKOUT]
 
 Each path runs under callgrind (about 50 times slower); counters are zeroed after a warm-up and
 dumped after the measured pgbench run, so start-up and imports are not counted. All threads of
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--durability", default="os", choices=["os", "fsync"])
     ap.add_argument("--paths", default="relay,compiled,pure")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the proxies")
+    ap.add_argument("--before", type=Path, help="another checkout's scalple, as the path 'before'")
     args = ap.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("needs valgrind (Debian package valgrind)")
@@ -134,6 +137,10 @@ def main() -> None:
                         "SCALPLE_CONNECT_TIMEOUT": "120"}  # fmt: skip
                 if name == "pure":
                     env["SCALPLE_PURE"] = "1"
+                if name == "before":
+                    if args.before is None:
+                        sys.exit("the path 'before' needs --before CHECKOUT")
+                    env["PYTHONPATH"] = str(args.before.resolve())
                 env |= dict(e.split("=", 1) for e in args.env)
                 start = ["-m", "scalple"]
                 if name in WITHOUT:
@@ -155,8 +162,12 @@ def main() -> None:
                 results[name] = total / (args.transactions * args.clients)
                 print(f"{name:10} {results[name]:12,.0f} instructions per transaction", flush=True)
             finally:
-                proc.terminate()
-                proc.wait(120)
+                proc.terminate()  # under callgrind the drain and seal can take minutes
+                try:
+                    proc.wait(600)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         base = results.get("relay")
         print(f"\npgbench -S -M {args.mode} -c {args.clients} -t {args.transactions} through "
               f"PgBouncer; durability {args.durability}; callgrind")  # fmt: skip

@@ -11,6 +11,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -118,9 +119,12 @@ class Sandbox:
     pg_port: int = 0
     bouncer_port: int = 0
     pool_size: int = 20
+    max_client_conn: int = 500
     extra_conf: Sequence[str] = ()
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _pg_ctl: Path | None = None
+    _postgres: subprocess.Popen[bytes] | None = None
+    _bouncer: subprocess.Popen[bytes] | None = None
 
     @property
     def pgdata(self) -> Path:
@@ -211,21 +215,59 @@ class Sandbox:
         (self.pgdata / "pg_hba.conf").write_text("\n".join(hba) + "\n")
         self._chown(self.pgdata / "pg_hba.conf")
         self._pg_ctl = bindir / "pg_ctl"
-        logf = open(self.pg_log, "ab")  # noqa: SIM115 - handed to the child
-        self._chown(self.pg_log)
-        proc = subprocess.Popen(
-            [str(bindir / "postgres"), "-D", str(self.pgdata)],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=self.base,
-            start_new_session=True,
-            **as_user,  # type: ignore[call-overload]
-        )
-        self._procs.append(proc)
+        self._launch_postgres()
+        self._setup_roles()
+
+    def _launch_postgres(self) -> None:
+        bindir = postgres_bindir()
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        with open(self.pg_log, "ab") as logf:
+            self._chown(self.pg_log)
+            proc = subprocess.Popen(
+                [str(bindir / "postgres"), "-D", str(self.pgdata)],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.base,
+                start_new_session=True,
+                **self._run_as(),  # type: ignore[call-overload]
+            )
+        self._postgres = self._replace(self._postgres, proc)
         _wait_port(self.pg_port, proc, "PostgreSQL", self.pg_log, 60)
         self._wait_ready()
-        self._setup_roles()
+
+    def _replace(
+        self, old: subprocess.Popen[bytes] | None, new: subprocess.Popen[bytes]
+    ) -> subprocess.Popen[bytes]:
+        """`new` takes `old`'s place among the processes, so they still stop in reverse order."""
+        if old in self._procs:
+            self._procs[self._procs.index(old)] = new
+        else:
+            self._procs.append(new)
+        return new
+
+    @staticmethod
+    def _end(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart_postgres(self) -> None:
+        """Stop PostgreSQL with a fast shutdown (its sessions are ended) and start it again on the
+        same port and data directory."""
+        self._end(self._postgres, signal.SIGINT)
+        self._launch_postgres()
+
+    def restart_pgbouncer(self) -> None:
+        """Stop PgBouncer at once (SIGTERM: its clients are cut off) and start it again on the same
+        port."""
+        self._end(self._bouncer, signal.SIGTERM)
+        self._launch_pgbouncer()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 30
@@ -307,7 +349,7 @@ class Sandbox:
             f"auth_file = {userlist}\n"
             "pool_mode = transaction\n"
             f"default_pool_size = {self.pool_size}\n"
-            "max_client_conn = 500\n"
+            f"max_client_conn = {self.max_client_conn}\n"
             "ignore_startup_parameters = extra_float_digits\n"
             "admin_users = postgres\n"
             f"logfile = {self.bouncer_log}\n"
@@ -316,15 +358,20 @@ class Sandbox:
         for p in (userlist, ini):
             self._chown(p)
             os.chmod(p, 0o600)
+        self._launch_pgbouncer()
+
+    def _launch_pgbouncer(self) -> None:
+        binary = pgbouncer_binary()
+        assert binary is not None
         proc = subprocess.Popen(
-            [str(binary), str(ini)],
+            [str(binary), str(self.base / "pgbouncer.ini")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=self.base,
             start_new_session=True,
             **self._run_as(),  # type: ignore[call-overload]
         )
-        self._procs.append(proc)
+        self._bouncer = self._replace(self._bouncer, proc)
         _wait_port(self.bouncer_port, proc, "PgBouncer", self.bouncer_log, 30)
 
     def postgres_log(self) -> str:

@@ -306,3 +306,37 @@ def test_utility_statement_sqlglot_cannot_parse_is_ok_and_masked() -> None:
 def test_shape_mask_keeps_no_trailing_text_of_an_at_sign_value(value: str) -> None:
     masked = mask(value, "shape", KEY)
     assert not any(part in masked for part in [*value.split()[1:], "1234567"] if len(part) > 3)
+
+
+def test_an_in_list_is_learned_once_whatever_its_length() -> None:
+    """`IN (l1, …, ln)` is parsed as `IN (l1)`: every element still gets its list's treatment
+    (masked, its subject captured), and lists of any length share one learned shape."""
+    a = analyzer()
+    short = a.analyze("SELECT name FROM users WHERE email IN ('a@x.io', 'b@y.io')")
+    ids = ", ".join(str(i) for i in range(100_000))
+    long = a.analyze(f"SELECT name FROM users WHERE id IN ({ids}) AND email IN ('c@z.io', 'd@w.io')")
+    assert "a@x.io" not in short.statement and "b@y.io" not in short.statement
+    assert set(short.subjects) == {subject_hash(KEY, "email", e) for e in ("a@x.io", "b@y.io")}
+    assert "c@z.io" not in long.statement and "d@w.io" not in long.statement
+    assert subject_hash(KEY, "customer", "99999") in long.subjects or long.subjects_capped
+    assert long.tables == ("public.users",)
+    for n in (2, 3, 5):
+        ids = ", ".join(str(i) for i in range(1, n + 1))
+        r = a.analyze(f"SELECT name FROM users WHERE id IN ({ids}) AND email IN ('e@v.io', 'f@u.io')")
+        assert set(r.subjects) >= {subject_hash(KEY, "customer", str(i)) for i in range(1, n + 1)}
+    assert len(a._shapes) == 2  # the short statement's shape, and one for every id-list length
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO users (id, email) VALUES (7, 'g@t.io')",  # a row: each value its column
+        "SELECT name FROM users WHERE (id, email) IN ((7, 'g@t.io'), (8, 'h@s.io'))",
+        "SELECT name FROM users WHERE email IN ('g@t.io', E'h@s.io')",  # kinds differ
+        "SELECT name FROM users WHERE id IN (7, -8) OR email = 'g@t.io'",
+    ],
+)
+def test_only_plain_in_lists_are_cut(sql: str) -> None:
+    r = analyzer().analyze(sql)
+    assert "g@t.io" not in r.statement and "h@s.io" not in r.statement
+    assert subject_hash(KEY, "email", "g@t.io") in r.subjects

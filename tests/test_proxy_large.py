@@ -95,3 +95,37 @@ def test_sigterm_stops_the_proxy_within_its_drain_bound(
         w.join(30)
     sleeping = [r for r in proxy.statements() if "pg_sleep(60)" in (r["statement"] or "")]
     assert len(sleeping) == 1 and sleeping[0]["status"] in ("incomplete", "cancelled", "error")
+
+
+def test_an_idle_reader_thread_keeps_nothing_it_read() -> None:
+    """A reader thread hands its message to the loop and keeps no reference while idle: a 250 MB
+    statement's memory goes back once the loop is done with it."""
+    import asyncio
+    import gc
+    import weakref
+
+    from scalple.proxy.server import Offload
+
+    class Message:
+        pass
+
+    async def main() -> weakref.ref[Message]:
+        loop = asyncio.get_running_loop()
+        offload = Offload(loop, threads=1)
+        done = asyncio.Event()
+        box: list[Message] = []
+
+        def handed(result: object) -> None:
+            assert isinstance(result, Message)
+            box.append(result)
+            done.set()
+
+        offload.submit(Message, handed)
+        await done.wait()
+        ref = weakref.ref(box.pop())
+        await asyncio.sleep(0.2)  # the thread is now idle, blocked on its queue
+        return ref
+
+    ref = asyncio.run(main())
+    gc.collect()
+    assert ref() is None

@@ -11,12 +11,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from time import sleep
 from typing import Generic, Literal, TypeVar
 
 from scalple.analysis.bind import Names
 from scalple.analysis.catalog import Catalog
 from scalple.analysis.copying import copy_plan
-from scalple.analysis.lexer import Lexed, scan, split
+from scalple.analysis.lexer import YIELD_EVERY, Lexed, scan, split
 from scalple.analysis.masker import MASK_ALL, Masker
 from scalple.analysis.masking import mask
 from scalple.analysis.messages import mask_message
@@ -65,6 +66,74 @@ class _Exact:
     more_masked: int
     subjects: tuple[str, ...]
     capped: bool
+
+
+def squash_in_lists(sql: str, literals: list[int]) -> tuple[str, list[int]] | None:
+    """`sql` with each `IN (l1, l2, …, ln)` of plain literals of one kind cut to `IN (l1)`, and
+    for each literal of `sql` the index of the literal of the cut text that stands for it.
+
+    Every element of such a list is compared with the same expression, so it plays the role
+    its first plays, and the shape learned from the cut text holds for any length: an ORM's
+    lists of varying length share one cache entry, and a 100,000-id list is parsed as a one-id
+    list instead of holding the loop for seconds. Anything else between the literals (a sign, a
+    cast, a comment, a prefixed string) leaves the list as it is. None when nothing was cut.
+    """
+    n = len(literals) // 2
+    cuts: list[tuple[int, int]] = []
+    index: list[int] = []
+    removed = 0
+    i = 0
+    while i < n:
+        start = literals[2 * i]
+        kind = _plain_kind(sql[start])
+        j = i
+        while (
+            kind
+            and j + 1 < n
+            and _plain_kind(sql[literals[2 * j + 2]]) == kind
+            and sql[literals[2 * j + 1] : literals[2 * j + 2]].strip() == ","
+        ):
+            j += 1
+            if not j & YIELD_EVERY:
+                sleep(0)  # a long list: let the event loop run (lexer.YIELD_EVERY)
+        if j > i and _opens_in_list(sql, start) and _closes_list(sql, literals[2 * j + 1]):
+            cuts.append((literals[2 * i + 1], literals[2 * j + 1]))
+            index.extend([i - removed] * (j - i + 1))
+            removed += j - i
+        else:
+            index.extend(range(i - removed, j + 1 - removed))
+        i = j + 1
+    if not cuts:
+        return None
+    pieces: list[str] = []
+    at = 0
+    for cut_from, cut_to in cuts:
+        pieces.append(sql[at:cut_from])
+        at = cut_to
+    pieces.append(sql[at:])
+    return "".join(pieces), index
+
+
+def _plain_kind(first: str) -> str:
+    if first == "'":
+        return "string"
+    return "number" if first in "0123456789." else ""
+
+
+def _opens_in_list(sql: str, start: int) -> bool:
+    head = sql[max(0, start - 64) : start].rstrip()
+    if not head.endswith("("):
+        return False
+    head = head[:-1].rstrip()
+    return head[-2:].lower() == "in" and not (len(head) > 2 and _word_char(head[-3]))
+
+
+def _closes_list(sql: str, end: int) -> bool:
+    return sql[end : end + 64].lstrip().startswith(")")
+
+
+def _word_char(c: str) -> bool:
+    return c.isalnum() or c in '_$"'
 
 
 def _compile(shape: Shape, n_literals: int) -> _Compiled:
@@ -210,9 +279,20 @@ class Analyzer:
                 key, literals, comments = lexed.key, lexed.literals, lexed.comments
             else:
                 key, literals, comments = split(sql, standard)
-            compiled = self._compiled(sql, (standard, key), len(literals) // 2, version)
+            squashed = squash_in_lists(sql, literals) if "(?," in key or "(? ," in key else None
+            if squashed is None:
+                compiled = self._compiled(sql, (standard, key), len(literals) // 2, version)
+                actions = compiled.actions
+            else:
+                cut, index = squashed
+                cut_key, cut_literals, _ = split(cut, standard)
+                compiled = self._compiled(cut, (standard, cut_key), len(cut_literals) // 2, version)
+                acts = compiled.actions
+                actions = tuple(acts[k] for k in index) if len(acts) > index[-1] else ()
+                if len(actions) != len(literals) // 2:  # the cut text read otherwise: mask all
+                    actions = (MASK_ALL,) * (len(literals) // 2)
             m = self._masker(compiled.shape, standard)
-            statement = m.statement(sql, literals, comments, compiled.actions)
+            statement = m.statement(sql, literals, comments, actions)
             if (params or not literals) and len(sql) <= _CACHE_MAX:
                 self._exact.put(
                     (standard, sql),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from time import sleep
 from typing import Final, Literal, NamedTuple
 
 TokenKind = Literal["string", "number", "comment"]
@@ -21,6 +22,9 @@ TokenKind = Literal["string", "number", "comment"]
 # `re` scans for a class far faster than for an alternation.
 _START: Final = re.compile(r"""[-'";$./0-9]""")
 _NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
+# A long statement is read by a worker thread; every this many tokens (a power of two, less one)
+# its loops give the GIL up so the event loop is never held for long.
+YIELD_EVERY: Final = 2047
 _PLAIN: Final = re.compile(r"[^']*(?:''[^']*)*'")  # xq: '' is a quote, \ is itself
 _ESCAPED: Final = re.compile(r"(?:[^'\\]|\\.|'')*'", re.DOTALL)  # xe: \ escapes any character
 _BITS: Final = re.compile(r"[^']*'")  # xb, xh: no escapes at all
@@ -161,7 +165,11 @@ def lex(
     n = len(sql)
     search = _START.search
     m = search(sql)
+    steps = 0
     while m is not None:
+        steps += 1
+        if not steps & YIELD_EVERY:
+            sleep(0)  # compiled, this loop keeps the GIL: let the event loop run now and then
         start = m.start()
         c = sql[start]
         end = -1

@@ -6,10 +6,11 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Iterable
+from time import sleep
 from typing import Final
 
 from scalple.analysis.comments import mask_comment
-from scalple.analysis.lexer import literal_value
+from scalple.analysis.lexer import YIELD_EVERY, literal_value
 from scalple.analysis.masking import mask
 from scalple.analysis.policy import Policy
 from scalple.analysis.shape import Shape
@@ -92,8 +93,13 @@ class Masker:
         maybe = self.policy.patterns.maybe
         style, key, hasher, add = self.policy.mask_style, self.key, self.hash, self.subjects.add_one
         standard = self.standard
+        subjects = self.subjects
+        steps = 0
         # mask_value, inlined: this loop is most of a cache hit's cost.
         for start, end, action in zip(literals[::2], literals[1::2], actions, strict=True):
+            steps += 1
+            if not steps & YIELD_EVERY:
+                sleep(0)  # a long IN list: let the event loop run (lexer.YIELD_EVERY)
             raw = sql[start:end]
             if action is None and ("\\" in raw or raw[0] in "uU"):
                 action = self._escaped(raw)
@@ -103,7 +109,7 @@ class Masker:
                 new = self.mask_patterns(literal_value(raw, standard))
             else:
                 value = literal_value(raw, standard)
-                if action.kind is not None:
+                if action.kind is not None and not subjects.capped:  # full: no more to keep
                     if value[:1] == "{":
                         self.add_subjects(action.kind, value)
                     else:

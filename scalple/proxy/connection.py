@@ -13,13 +13,11 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from scalple.proxy import codec
+from scalple.proxy.host import Host
 from scalple.proxy.session import OFF_LOOP_BYTES, Phase, Session, Step
-
-if TYPE_CHECKING:
-    from scalple.proxy.server import Proxy
 
 log = logging.getLogger("scalple.proxy")
 LINGER_SECONDS = 1.0
@@ -33,7 +31,7 @@ def fatal(sqlstate: str, text: str) -> bytes:
 class ClientConnection(asyncio.Protocol):
     """The client side: owns the session and the upstream connection."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Host) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
         self.upstream: UpstreamConnection | None = None

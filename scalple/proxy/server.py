@@ -31,6 +31,7 @@ from scalple.ledger import AuditSink, ledger_settings, open_sink
 from scalple.ledger.keys import resolve_key_dir, subject_secret
 from scalple.proxy import codec
 from scalple.proxy.connection import ClientConnection
+from scalple.proxy.host import Done
 from scalple.proxy.logs import setup_logging
 from scalple.proxy.metrics import Counts, Metrics
 from scalple.proxy.people import Verifier, load_people
@@ -39,7 +40,6 @@ from scalple.proxy.workers import WorkerRole, forward_cancel, serve_peers
 from scalple.watch.live import attach as attach_watch
 
 log = logging.getLogger("scalple.proxy")
-Done = Callable[[BaseException | None], None]
 # Settings a running proxy cannot take on SIGHUP: they need a restart.
 RESTART_SETTINGS = (
     "listen",
@@ -132,6 +132,9 @@ class Offload:
                 self._loop.call_soon_threadsafe(done, result)
             except RuntimeError:  # the loop is closed: the proxy has stopped
                 return
+            # An idle thread must not keep the last message it read (it can be hundreds of MB)
+            # alive until its next job: the loop holds the only reference now.
+            del job, done, result
 
 
 async def watch_lag(counts: Counts, interval: float = 0.1) -> None:
