@@ -150,6 +150,7 @@ def main() -> None:
                     out, PYTHON, *start, "serve", "--listen", f"127.0.0.1:{port}",
                     "--upstream", f"postgresql://127.0.0.1:{sb.bouncer_port}",
                     "--ledger", str(work / f"{name}-ledger"), "--durability", args.durability,
+                    "--workers", "1",
                     env=env,
                 )  # fmt: skip
             try:

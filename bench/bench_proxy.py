@@ -12,9 +12,14 @@ many fdatasyncs the ledger made per transaction (group commit: one per batch).
     python bench/bench_proxy.py [--seconds 20] [--rounds 4] [--clients 8]
                                 [--modes simple,extended] [--latency-seconds 10]
                                 [--paths ...] [--before CHECKOUT] [--copy-mb 0]
+    python bench/bench_proxy.py --workers 1,2 [--durability os] [--clients 16] ...
 
 --before CHECKOUT adds the Scalple of another checkout (say, git worktree add /tmp/before
 d796c36) as one more path, run the same way.
+
+--workers 1,2 instead compares `scalple serve --workers N` for each N (compiled hot path):
+pgbench -S, and pgbench on `SELECT 1` alone (the least the upstream can do per statement, so
+the proxy's own cost weighs most), with the CPU of the supervisor and all its workers summed.
 """
 
 from __future__ import annotations
@@ -55,14 +60,25 @@ class Path_:
     latency: dict[str, tuple[float, float]] = field(default_factory=dict)  # mode: (p50, p99)
     syncs_per_tx: float | None = None
     writes_per_tx: float | None = None
+    pids: list[int] = field(default_factory=list)  # all of the path's processes, when several
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids or [self.pid])
 
 
-def pgbench(port: int, mode: str, clients: int, seconds: int, log_dir: Path | None = None) -> int:
-    """Run pgbench -S; return the transactions it processed."""
+def pgbench(
+    port: int,
+    mode: str,
+    clients: int,
+    seconds: int,
+    log_dir: Path | None = None,
+    workload: tuple[str, ...] = ("-S",),
+) -> int:
+    """Run pgbench (-S unless told another `workload`); return the transactions it processed."""
     extra = ["-l", "--log-prefix", str(log_dir / "tx")] if log_dir else []
     argv, env = client(
-        "pgbench", port, "-S", "-n", "-M", mode, "-c", str(clients), "-j", str(min(2, clients)),
-        "-T", str(seconds), *extra,
+        "pgbench", port, *workload, "-n", "-M", mode, "-c", str(clients),
+        "-j", str(min(2, clients)), "-T", str(seconds), *extra,
     )  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, env=env, check=True, cwd=log_dir)
     m = re.search(r"number of transactions actually processed: (\d+)", out.stdout)
@@ -71,10 +87,12 @@ def pgbench(port: int, mode: str, clients: int, seconds: int, log_dir: Path | No
     return int(m.group(1))
 
 
-def measure(path: Path_, mode: str, clients: int, seconds: int) -> tuple[float, float]:
-    before, started = cpu_seconds(path.pid), time.monotonic()
-    done = pgbench(path.port, mode, clients, seconds)
-    took, cpu = time.monotonic() - started, cpu_seconds(path.pid) - before
+def measure(
+    path: Path_, mode: str, clients: int, seconds: int, workload: tuple[str, ...] = ("-S",)
+) -> tuple[float, float]:
+    before, started = path.cpu(), time.monotonic()
+    done = pgbench(path.port, mode, clients, seconds, workload=workload)
+    took, cpu = time.monotonic() - started, path.cpu() - before
     return done / took, cpu / max(done, 1) * 1e6
 
 
@@ -140,6 +158,8 @@ def main() -> None:
     ap.add_argument("--paths", default="", help="comma-separated path names to run (default: all)")
     ap.add_argument("--before", type=Path, help="another checkout's scalple, as one more path")
     ap.add_argument("--copy-mb", type=int, default=0, help="also a COPY TO STDOUT of this size")
+    ap.add_argument("--workers", default="", help="compare serve --workers N for these N, e.g. 1,2")
+    ap.add_argument("--durability", default="os", help="with --workers: the ledger's durability")
     args = ap.parse_args()
     modes = args.modes.split(",")
     work = Path(tempfile.mkdtemp(prefix="scalple-bench-"))
@@ -150,6 +170,9 @@ def main() -> None:
         sb.start_pgbouncer()
         argv, env = client("pgbench", sb.pg_port, "-i", "-s", "10", "-q")
         subprocess.run(argv, check=True, capture_output=True, env=env)
+        if args.workers:
+            compare_workers(sb, work, args, started)
+            return
         relay_port = free_port()
         relay = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("relay.py")), str(relay_port),
@@ -203,7 +226,68 @@ def main() -> None:
             if isinstance(proc, subprocess.Popen):
                 proc.terminate()
                 proc.wait()
+            else:
+                proc.stop()
         sb.cleanup()
+
+
+def means(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.mean(t for t, _ in runs), statistics.mean(u for _, u in runs)
+
+
+def compare_workers(
+    sb: Sandbox,
+    work: Path,
+    args: argparse.Namespace,
+    started: list[subprocess.Popen[bytes] | ProxyProc],
+) -> None:
+    """`serve --workers N` for each N, on pgbench -S and on SELECT 1, in alternating rounds."""
+    script = work / "select1.sql"
+    script.write_text("SELECT 1;\n")
+    workloads = {"pgbench -S": ("-S",), "SELECT 1": ("-f", str(script))}
+    modes = args.modes.split(",")
+    paths = [Path_("pgbouncer", sb.bouncer_port, sb._procs[-1].pid)]
+    for n in (int(x) for x in args.workers.split(",")):
+        proxy = ProxyProc(
+            sb.bouncer_port,
+            work / f"workers-{n}" / "ledger",
+            ("--durability", args.durability, "--workers", str(n)),
+        ).start()
+        started.append(proxy)
+        assert proxy.proc is not None
+        deadline = time.monotonic() + 60
+        while n > 1 and len(proxy.worker_pids()) < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [proxy.proc.pid, *proxy.worker_pids().values()]
+        paths.append(Path_(f"scalple --workers {n}", proxy.port, proxy.proc.pid, pids=pids))
+    time.sleep(1)
+    for mode in modes:
+        pgbench(sb.bouncer_port, mode, args.clients, 3)  # warm caches
+    share = max(1, args.seconds // args.rounds)
+    runs: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for round_ in range(args.rounds):
+        for load, workload in workloads.items():
+            for mode in modes:
+                for p in paths:
+                    tps, us = measure(p, mode, args.clients, share, workload)
+                    runs.setdefault((load, mode, p.name), []).append((tps, us))
+                    print(f"round {round_ + 1} {load:10} {mode:8} {p.name:22} {tps:9.0f} tps "
+                          f"{us:7.1f} µs CPU/tx", flush=True)  # fmt: skip
+    print(f"\n-c {args.clients} -j 2, {args.seconds} s per path, workload and mode in "
+          f"{args.rounds} alternating rounds; durability {args.durability}; "
+          f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, shared with PostgreSQL, "
+          "PgBouncer and pgbench")  # fmt: skip
+    one = paths[1].name
+    for load in workloads:
+        for mode in modes:
+            print(f"\n{load}, -M {mode}")
+            print(f"{'path':22} {'tps':>8} {'× 1 worker':>10} {'CPU µs/tx':>10} {'× 1 worker':>10} "
+                  f"{'tx/s per core':>14}")  # fmt: skip
+            base_tps, base_us = means(runs[(load, mode, one)])
+            for p in paths:
+                tps, us = means(runs[(load, mode, p.name)])
+                print(f"{p.name:22} {tps:8.0f} {tps / base_tps:10.2f} {us:10.1f} "
+                      f"{us / base_us:10.2f} {1e6 / us:14.0f}")  # fmt: skip
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -177,10 +177,10 @@ _scalple() {
         "scalple serve")
             case "$prev" in
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --listen|--upstream|--ledger|--durability|--metrics-listen) COMPREPLY=(); return ;;
+                --listen|--workers|--upstream|--ledger|--durability|--metrics-listen) COMPREPLY=(); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--listen --upstream --ledger --durability --require-identity --allow-anonymous --metrics-listen --config -c --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--listen --workers --upstream --ledger --durability --require-identity --allow-anonymous --metrics-listen --config -c --help" -- "$cur"))
             fi
             ;;
         "scalple verify")

@@ -115,6 +115,7 @@ complete -c scalple -n '__fish_seen_subcommand_from people && __fish_seen_subcom
 complete -c scalple -n '__fish_seen_subcommand_from people && __fish_seen_subcommand_from list' -s c -r -F -d 'TOML config file [env SCALPLE_CONFIG]'
 complete -c scalple -n '__fish_seen_subcommand_from people && __fish_seen_subcommand_from list' -l help -d 'Show this message and exit'
 complete -c scalple -n '__fish_seen_subcommand_from serve' -l listen -x -d 'HOST:PORT to listen on [env SCALPLE_LISTEN]'
+complete -c scalple -n '__fish_seen_subcommand_from serve' -l workers -x -d 'Proxy processes sharing the listen address, each with its own ledger lane; 1 runs one process (default: the number of cores) [env SCALPLE_WORKERS]'
 complete -c scalple -n '__fish_seen_subcommand_from serve' -l upstream -x -d 'postgresql://HOST:PORT of PgBouncer or PostgreSQL [env SCALPLE_UPSTREAM]'
 complete -c scalple -n '__fish_seen_subcommand_from serve' -l ledger -x -d 'Ledger directory [env SCALPLE_LEDGER]'
 complete -c scalple -n '__fish_seen_subcommand_from serve' -l durability -x -d 'fsync (default) or os [env SCALPLE_DURABILITY]'

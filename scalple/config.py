@@ -23,6 +23,7 @@ from scalple.errors import ConfigError
 from scalple.watch import settings as _watch
 
 Parser = Callable[[Any], Any]
+MAX_WORKERS = 256  # the worker index rides in the low bits of a client's cancel key
 
 
 def _bool(v: Any) -> bool:
@@ -80,6 +81,13 @@ def _hostport(v: Any) -> str:
     return s
 
 
+def _workers(v: Any) -> int:
+    n = _int(v)
+    if not 1 <= n <= MAX_WORKERS:
+        raise ValueError(f"expected 1 to {MAX_WORKERS} workers, got {n}")
+    return n
+
+
 def _networks(v: Any) -> tuple[str, ...]:
     items = _list(v)
     for item in items:
@@ -106,6 +114,14 @@ def _default_ledger() -> str:
 
 REGISTRY: tuple[Setting, ...] = (
     Setting("listen", "proxy", _hostport, "127.0.0.1:6433", "address the proxy listens on"),
+    Setting(
+        "workers",
+        "proxy",
+        _workers,
+        os.cpu_count() or 1,
+        "proxy processes accepting on listen together (SO_REUSEPORT) under one supervisor, each "
+        "writing its own ledger lane; 1: one process, no supervisor (default: the number of cores)",
+    ),
     Setting(
         "upstream",
         "proxy",

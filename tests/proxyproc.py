@@ -96,6 +96,7 @@ class ProxyProc:
             **os.environ,
             "SCALPLE_CONFIG": os.devnull,
             "SCALPLE_KEY_DIR": str(self.ledger.parent / "keys"),
+            "SCALPLE_WORKERS": "1",  # one process, the root ledger; --workers N overrides
             **self.env,
         }
         with open(self.log, "ab") as logf:
@@ -140,6 +141,23 @@ class ProxyProc:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+    def worker_pids(self) -> dict[int, int]:
+        """With --workers N: the supervisor's live workers, index → pid (from /proc)."""
+        assert self.proc is not None
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue  # gone meanwhile
+            if ppid == self.proc.pid and b"scalple.proxy.worker" in argv:
+                role = json.loads(argv[argv.index(b"scalple.proxy.worker") + 1])
+                found[int(role["index"])] = int(entry.name)
+        return found
 
     def events(self) -> list[Event]:
         return read_events(self.ledger)

@@ -99,6 +99,13 @@ def test_backend_key_keeps_the_server_pid_and_replaces_the_secret() -> None:
     assert s.client_key is not None and s.client_key[0] == 77 and s.client_key[1] != 99
 
 
+def test_the_cancel_key_a_worker_gives_names_that_worker() -> None:
+    for worker in range(5):
+        keys = {_session(Policy(worker=worker, worker_bits=3)).client_key for _ in range(20)}
+        assert {key[1] & 0b111 for key in keys if key} == {worker}
+        assert len(keys) > 1 and all(key and 0 <= key[1] < 2**31 for key in keys)
+
+
 def test_pipelined_batches_wait_for_the_one_in_flight() -> None:
     s = _session()
     parse = codec.encode_parse("", "SELECT $1::int")

@@ -229,6 +229,8 @@ class Demo:
             str(stack.ledger),
             "--config",
             str(conf),
+            "--workers",  # one watcher sees every statement, as the act's live alerts need
+            "1",
         ]
         with open(log, "ab") as logf:
             stack.proxy = subprocess.Popen(args, stdout=logf, stderr=logf, start_new_session=True)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -153,6 +153,10 @@ class Metrics:
         self.registry.register(self.collector)
         self.write_latency = Latency(LATENCY_BUCKETS)
         self.collector.latency = self.write_latency
+
+    def exposition(self) -> bytes:
+        """What a scrape of /metrics would read now (the supervisor of workers gathers it)."""
+        return generate_latest(self.registry)
 
     def serve(self, listen: str) -> None:
         """Expose /metrics on HOST:PORT from a background thread."""

@@ -12,6 +12,7 @@ import gc
 import logging
 import queue
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -35,11 +36,20 @@ from scalple.proxy.logs import setup_logging
 from scalple.proxy.metrics import Counts, Metrics
 from scalple.proxy.people import Verifier, load_people
 from scalple.proxy.session import Policy, Session
+from scalple.proxy.workers import WorkerRole, forward_cancel, serve_peers
 from scalple.watch.live import attach as attach_watch
 
 log = logging.getLogger("scalple.proxy")
 # Settings a running proxy cannot take on SIGHUP: they need a restart.
-RESTART_SETTINGS = ("listen", "upstream", "ledger", "durability", "key_dir", "metrics_listen")
+RESTART_SETTINGS = (
+    "listen",
+    "workers",
+    "upstream",
+    "ledger",
+    "durability",
+    "key_dir",
+    "metrics_listen",
+)
 
 
 def now_us() -> int:
@@ -147,9 +157,11 @@ class Proxy:
         sink: AuditSink,
         analyzer: Analyzer | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        worker: WorkerRole | None = None,
     ) -> None:
         self.analyzer = analyzer
-        self.metrics = Metrics(config.ledger_dir)
+        self.worker = worker
+        self.metrics = Metrics(worker.lane(config.ledger_dir) if worker else config.ledger_dir)
         self.metrics.collector.sink = sink
         self.counts = self.metrics.counts
         self.sink = sink
@@ -188,6 +200,8 @@ class Proxy:
             people_password=str(config["people_password"]),
             pool_mode=str(config["pool_mode"]),
             analysis_max_bytes=int(config["analysis_max_bytes"]),
+            worker=self.worker.index if self.worker else 0,
+            worker_bits=self.worker.bits if self.worker else 0,
         )
 
     async def reload(self, load: Callable[[], Config]) -> None:
@@ -206,7 +220,7 @@ class Proxy:
         self.apply(config, tls, people)
         self.analyzer = analyzer
         self.config = config
-        setup_logging(config["log_format"], config["log_level"])
+        setup_logging(config["log_format"], config["log_level"], self.worker)
         log.info("configuration reloaded from %s; new connections use it", config.path)
 
     def write_ahead(self, events: Sequence[AuditEvent], done: Done) -> None:
@@ -259,7 +273,15 @@ class Proxy:
         self._refreshing = asyncio.get_running_loop().create_task(refresh())
 
     async def cancel(self, key: tuple[int, int]) -> None:
-        """Forward a CancelRequest with the upstream's key for the session that owns `key`."""
+        """Forward a CancelRequest to the worker that gave out `key`, or upstream if it is us."""
+        worker = self.worker
+        if worker is not None and (owner := worker.owner(key)) != worker.index:
+            await forward_cancel(worker, owner, key, self.connect_timeout)
+            return
+        await self.cancel_here(key)
+
+    async def cancel_here(self, key: tuple[int, int]) -> None:
+        """Send the upstream a CancelRequest with its own key for the session that owns `key`."""
         session = self.by_key.get(key)
         if session is None or session.upstream_key is None:
             log.info("cancel request for an unknown key ignored")
@@ -315,13 +337,20 @@ async def serve(
     ready: Callable[[str], Awaitable[None] | None] | None = None,
     stop: asyncio.Event | None = None,
     load: Callable[[], Config] | None = None,
+    worker: WorkerRole | None = None,
 ) -> None:
-    """Run the proxy until `stop` is set (or SIGTERM/SIGINT), then drain and close the ledger."""
+    """Run the proxy until `stop` is set (or SIGTERM/SIGINT), then drain and close the ledger.
+
+    As one `worker` of several, it writes its own lane of the ledger, shares the listening
+    address with the others (SO_REUSEPORT), answers them on its peer socket, leaves metrics
+    to the supervisor, and stops when the supervisor is gone.
+    """
     host, _, port = config["listen"].rpartition(":")
     analyzer = await build_analyzer(config)
-    sink = open_sink(config.ledger_dir, config["durability"], **ledger_settings(config))
+    ledger = worker.lane(config.ledger_dir) if worker else config.ledger_dir
+    sink = open_sink(ledger, config["durability"], **ledger_settings(config))
     watch = attach_watch(config, sink)  # live alerts: sees committed records, writes alerts
-    proxy = Proxy(config, watch.sink if watch else sink, analyzer)
+    proxy = Proxy(config, watch.sink if watch else sink, analyzer, worker=worker)
     proxy.metrics.collector.sink = sink  # the ledger's own write and fdatasync counts
     if watch:
         proxy.metrics.registry.register(watch.collector())
@@ -333,7 +362,7 @@ async def serve(
     if load is not None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, lambda: proxy.spawn(proxy.reload(load)))
-    if config["metrics_listen"]:
+    if config["metrics_listen"] and worker is None:
         try:
             proxy.metrics.serve(config["metrics_listen"])
         except OSError as exc:
@@ -343,20 +372,34 @@ async def serve(
             ) from exc
     try:
         server = await loop.create_server(
-            lambda: ClientConnection(proxy), host.strip("[]"), int(port), reuse_address=True
+            lambda: ClientConnection(proxy),
+            host.strip("[]"),
+            int(port),
+            reuse_address=True,
+            reuse_port=worker is not None,  # the other workers listen on it too
         )
     except OSError as exc:
         await sink.aclose()
         raise ConfigError(f"cannot listen on {config['listen']}: {exc.strerror}") from exc
+    peers = None
+    if worker is not None:
+        try:
+            peers = await serve_peers(worker, proxy.cancel_here, proxy.metrics.exposition)
+        except OSError as exc:
+            server.close()
+            await sink.aclose()
+            raise ConfigError(f"cannot answer the other workers: {exc}") from exc
     where = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
     log.info(
         "listening on %s, upstream %s:%s, ledger %s (%s), hot path %s",
         where,
         *proxy.upstream,
-        config.ledger_dir,
+        ledger,
         config["durability"],
         _build_note(),
     )
+    if worker is not None:
+        follow_supervisor(loop, worker, stop)
     if ready is not None:
         result = ready(where)
         if result is not None:
@@ -365,6 +408,8 @@ async def serve(
         await stop.wait()
     finally:
         server.close()
+        if peers is not None:
+            peers.close()
         log.info("draining %d connection(s)", len(proxy.connections))
         await proxy.drain(float(config["drain_seconds"]))
         if watch:
@@ -381,9 +426,34 @@ def _build_note() -> str:
     return "compiled" if fast == len(running) else f"compiled in part ({fast}/{len(running)})"
 
 
-def run(config: Config, load: Callable[[], Config] | None = None) -> None:
+def follow_supervisor(
+    loop: asyncio.AbstractEventLoop, worker: WorkerRole, stop: asyncio.Event
+) -> None:
+    """Tell the supervisor this worker is listening; stop when its end of the channel closes."""
+    channel = socket.socket(fileno=worker.channel)
+    channel.sendall(b"ready\n")
+    channel.setblocking(False)
+
+    def readable() -> None:
+        try:
+            data = channel.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            log.warning("the supervisor is gone; stopping")
+            loop.remove_reader(channel)
+            stop.set()
+
+    loop.add_reader(channel, readable)
+
+
+def run(
+    config: Config, load: Callable[[], Config] | None = None, worker: WorkerRole | None = None
+) -> None:
     """Run `scalple serve` until SIGTERM/SIGINT; `load` re-reads the configuration on SIGHUP."""
-    setup_logging(config["log_format"], config["log_level"])
+    setup_logging(config["log_format"], config["log_level"], worker)
     # A server makes many short-lived objects per statement and few long-lived ones: collect
     # the young generation less often, and keep what startup built out of full collections.
     gc.collect()
@@ -392,6 +462,6 @@ def run(config: Config, load: Callable[[], Config] | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        asyncio.run(serve(config, load=load))
+        asyncio.run(serve(config, load=load, worker=worker))
     else:
-        uvloop.run(serve(config, load=load))
+        uvloop.run(serve(config, load=load, worker=worker))

@@ -99,6 +99,10 @@ class Policy:
     # Statements larger than this are not parsed: read lightly, recorded with every literal
     # masked (analysis: skipped), refused if they might change what the session mirrors.
     analysis_max_bytes: int = 1 << 20
+    # serve --workers: the low `worker_bits` bits of the cancel key a client is given name the
+    # worker holding its connection, so a CancelRequest landing on another finds its way.
+    worker: int = 0
+    worker_bits: int = 0
 
 
 @dataclass(slots=True)
@@ -187,7 +191,8 @@ class Session:
         self.standard_strings = True
         self.upstream_key: tuple[int, int] | None = None
         self.client_key: tuple[int, int] | None = None
-        self._secret = secrets.randbits(31)
+        bits = policy.worker_bits
+        self._secret = (secrets.randbits(31) >> bits << bits) | policy.worker
         self._startup_buf = b""
         self._client = codec.Framer(whole_types=_WHOLE_CLIENT, max_size=policy.max_message_bytes)
         self._server = codec.Framer(whole_types=_WHOLE_SERVER)
