@@ -314,7 +314,9 @@ def test_an_in_list_is_learned_once_whatever_its_length() -> None:
     a = analyzer()
     short = a.analyze("SELECT name FROM users WHERE email IN ('a@x.io', 'b@y.io')")
     ids = ", ".join(str(i) for i in range(100_000))
-    long = a.analyze(f"SELECT name FROM users WHERE id IN ({ids}) AND email IN ('c@z.io', 'd@w.io')")
+    long = a.analyze(
+        f"SELECT name FROM users WHERE id IN ({ids}) AND email IN ('c@z.io', 'd@w.io')"
+    )
     assert "a@x.io" not in short.statement and "b@y.io" not in short.statement
     assert set(short.subjects) == {subject_hash(KEY, "email", e) for e in ("a@x.io", "b@y.io")}
     assert "c@z.io" not in long.statement and "d@w.io" not in long.statement
@@ -322,7 +324,9 @@ def test_an_in_list_is_learned_once_whatever_its_length() -> None:
     assert long.tables == ("public.users",)
     for n in (2, 3, 5):
         ids = ", ".join(str(i) for i in range(1, n + 1))
-        r = a.analyze(f"SELECT name FROM users WHERE id IN ({ids}) AND email IN ('e@v.io', 'f@u.io')")
+        r = a.analyze(
+            f"SELECT name FROM users WHERE id IN ({ids}) AND email IN ('e@v.io', 'f@u.io')"
+        )
         assert set(r.subjects) >= {subject_hash(KEY, "customer", str(i)) for i in range(1, n + 1)}
     assert len(a._shapes) == 2  # the short statement's shape, and one for every id-list length
 
