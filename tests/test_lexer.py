@@ -144,3 +144,27 @@ def test_string_continuation_has_no_catastrophic_backtracking() -> None:
     # took 2**n steps here (n = 15 took 0.6 s); this returns at once for n = 60.
     lexed = lex("SELECT 'a'" + " --" * 60 + "\nX")
     assert lexed.literals == [7, 10]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="'ab\n -", max_size=30), st.sampled_from(["", "B", "X", "U&"]))
+def test_a_string_ends_where_the_whole_regex_says(body: str, prefix: str) -> None:
+    """The end of a plain or bit string is found by skipping to its first quote with str.find;
+    that must end every string where matching the string's whole pattern would."""
+    from scalple.analysis import lexer
+
+    pattern = lexer._BITS if prefix in ("B", "X") else lexer._PLAIN
+
+    def by_regex(sql: str, pos: int) -> int:
+        while True:
+            found = pattern.match(sql, pos)
+            if found is None:
+                return -1
+            more = lexer._CONTINUE.match(sql, found.end())
+            if more is None:
+                return found.end()
+            pos = more.end()
+
+    sql = f"SELECT {prefix}'{body}"
+    start = sql.index("'") + 1
+    assert lexer._string_end(sql, start, pattern) == by_regex(sql, start)

@@ -142,3 +142,19 @@ def test_error_response_encodes_what_clients_read() -> None:
     (frame,) = Framer().feed(codec.encode_error("28000", "no identity", hint="say who"))
     fields = codec.decode_error_fields(frame.body or b"")
     assert fields == {"S": "ERROR", "V": "ERROR", "C": "28000", "M": "no identity", "H": "say who"}
+
+
+@pytest.mark.parametrize("at", [0, (1 << 20) - 1, 1 << 20, 3 * (1 << 20) + 5, None])
+def test_a_string_field_of_a_large_message_ends_at_its_nul(at: int | None) -> None:
+    """A large message's body is a memoryview, searched for NUL a window at a time."""
+    size = 3 * (1 << 20) + 10
+    raw = bytearray(b"x" * size)
+    if at is not None:
+        raw[at] = 0
+    body = memoryview(bytes(raw))
+    if at is None:
+        with pytest.raises(codec.ProtocolViolation):
+            codec.cstring(body, 0)
+    else:
+        text, after = codec.cstring(body, 0)
+        assert len(text) == at and after == at + 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable, Sequence
+from time import sleep
 from typing import Final, NamedTuple
 
 from scalple.errors import ScalpleError
@@ -94,6 +95,7 @@ def python_encoding(pg_name: str) -> str | None:
 
 Body = bytes | memoryview  # a message's payload; a memoryview for a large one, not copied
 _NUL = re.compile(b"\x00")
+_WINDOW: Final = 1 << 20
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
@@ -308,15 +310,24 @@ def message(mtype: bytes, body: bytes) -> bytes:
     return _HEADER.pack(mtype, len(body) + 4) + body
 
 
+def _find_nul(body: Body, pos: int) -> int:
+    """The first NUL at or after `pos`, searched a megabyte at a time: a worker thread reading a
+    50 MB message gives the GIL up between windows, so the event loop is never held long."""
+    n = len(body)
+    while pos < n:
+        found = _NUL.search(body, pos, min(n, pos + _WINDOW))
+        if found is not None:
+            return found.start()
+        pos += _WINDOW
+        sleep(0)
+    return -1
+
+
 def cstring(
     body: Body, pos: int, encoding: str = "utf-8", errors: str = "strict"
 ) -> tuple[str, int]:
     """The NUL-terminated string at `pos` and the position after it."""
-    if type(body) is bytes:
-        end = body.find(b"\x00", pos)
-    else:
-        found = _NUL.search(body, pos)
-        end = found.start() if found else -1
+    end = body.find(b"\x00", pos) if type(body) is bytes else _find_nul(body, pos)
     if end < 0:
         raise ProtocolViolation("string field is not NUL-terminated")
     try:
