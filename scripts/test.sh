@@ -13,5 +13,5 @@ echo "== ruff"; "$py" -m ruff check scalple tests bench scripts setup.py
 echo "== mypy"; "$py" -m mypy
 echo "== docs are current"; "$py" scripts/gen_docs.py --check
 echo "== pytest, hot path compiled ($py)"; "$py" -m pytest -q -p no:cacheprovider "$@"
-echo "== pytest, hot path uncompiled (SCALPLE_PURE=1; files off the hot path ran above: tests/conftest.py)"
+echo "== pytest, hot path uncompiled (SCALPLE_PURE=1: the files that test its logic, tests/conftest.py)"
 SCALPLE_PURE=1 "$py" -m pytest -q -p no:cacheprovider "$@"

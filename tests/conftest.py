@@ -19,26 +19,28 @@ from scalple.sandbox import Sandbox
 from tests.proxyproc import ProxyProc
 
 # The uncompiled pass (SCALPLE_PURE=1, scripts/test.sh) is there to show that the hot modules'
-# sources (setup.py HOT) behave as their compiled build does. These files test what never runs
-# compiled -- installing, the demo's script, generated docs, gap-check, reports, keys, the ledger's
-# readers and offline detection -- so that pass leaves them to the compiled one, which runs
-# everything. SCALPLE_PURE_ALL=1 runs them uncompiled too.
-NOT_ON_THE_HOT_PATH = {
-    "test_install.py", "test_demo.py", "test_docs.py", "test_contrib.py", "test_gapcheck.py",
-    "test_gapcheck_judge.py", "test_tabular.py", "test_dsar.py", "test_dsar_output.py",
-    "test_gen_ledger.py", "test_keys.py", "test_config_show.py", "test_watch.py",
-    "test_verify.py", "test_one_verifier.py", "test_ledger_compact.py", "test_ledger_lanes.py",
-    "test_faults_bench.py",
+# sources (setup.py HOT) behave as their compiled build does. It runs the files that test their
+# logic: codec, session, identity, masking and large messages through real clients, the lexer,
+# the analysis, the oracle and the ledger's writer. Operations, faults, workers, installing, the
+# demo, docs, reports and the ledger's readers go through the same code and are left to the
+# compiled pass, which runs everything. SCALPLE_PURE_ALL=1 runs everything uncompiled too.
+ON_THE_HOT_PATH = {
+    "test_proxy_codec.py", "test_proxy_session.py", "test_proxy_clients.py",
+    "test_proxy_identity.py", "test_proxy_pii.py", "test_proxy_large.py",
+    "test_identity_claims.py", "test_wire.py", "test_lexer.py", "test_analysis.py",
+    "test_analysis_bounds.py", "test_analysis_catalog.py", "test_analysis_corpus.py",
+    "test_analysis_flow.py", "test_analysis_text.py", "test_oracle.py", "test_oracle_repros.py",
+    "test_oracle_sqltext.py", "test_ledger.py", "test_compiled.py",
 }  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("SCALPLE_PURE") != "1" or os.environ.get("SCALPLE_PURE_ALL") == "1":
         return
-    left = [item for item in items if item.path.name in NOT_ON_THE_HOT_PATH]
+    left = [item for item in items if item.path.name not in ON_THE_HOT_PATH]
     if left:
         config.hook.pytest_deselected(items=left)
-        items[:] = [item for item in items if item.path.name not in NOT_ON_THE_HOT_PATH]
+        items[:] = [item for item in items if item.path.name in ON_THE_HOT_PATH]
 
 
 @pytest.fixture(scope="session")

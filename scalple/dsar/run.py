@@ -21,7 +21,7 @@ from scalple.ledger.keys import PUBLIC_KEY, load_public_key, resolve_key_dir
 from scalple.ledger.lanes import has_lanes, holds_ledger
 
 T = TypeVar("T")
-_ATTEMPTS: Final = 3
+_ATTEMPTS: Final = 6
 _RELATIVE: Final = re.compile(r"^(\d+)\s*(y|mo|w|d|h)$")
 _UNITS: Final = {"y": 365 * 86400, "mo": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600}
 
@@ -116,9 +116,11 @@ def _again(ask: Callable[[], T]) -> T:
     index merged its files. Both keep every event; the next reading finds them."""
     import duckdb
 
-    for _ in range(_ATTEMPTS - 1):
+    for attempt in range(_ATTEMPTS - 1):
         try:
             return ask()
         except duckdb.IOException:
-            continue
+            # A compaction in progress may replace several segments in a row: wait a little
+            # longer each time (0.05 s, 0.1 s, ... 0.8 s) rather than ask again at once.
+            time.sleep(0.05 * 2**attempt)
     return ask()
