@@ -153,10 +153,13 @@ def coverage(
 def ledger_coverage(con: duckdb.DuckDBPyConnection, ledger: Path) -> Coverage:
     """The coverage of every lane of `ledger`; replaces the connection's `events` view with
     `ledger_view`'s."""
-    from scalple.ledger.query import ledger_view
+    from scalple.ledger.query import ledger_view, read_again
 
-    views = ledger_view(con, ledger)
-    return combined([coverage(con, lane.root, 0, view) for lane, view in views])
+    def read() -> Coverage:
+        views = ledger_view(con, ledger)
+        return combined([coverage(con, lane.root, 0, view) for lane, view in views])
+
+    return read_again(read)
 
 
 def note_compacted(ledger: Path, merge: Merge, secret: bytes | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,7 +31,7 @@ from scalple.dsar.subjects import SubjectKey
 from scalple.ledger.columns import SELECT_COLUMNS
 from scalple.ledger.lanes import LANES, ROOT, ledger_lanes
 from scalple.ledger.layout import Layout
-from scalple.ledger.query import events_view, quote
+from scalple.ledger.query import events_view, quote, read_again
 from scalple.watch.alerts import alerts_about
 
 Record = dict[str, Any]
@@ -348,6 +349,18 @@ def _in_lane(r: Record, lane: str) -> Record:
     return {**r, "lane": lane, "segment": inside}
 
 
+def _subject_in_lane(
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+    state: IndexState,
+    keys: Sequence[SubjectKey],
+    full: bool,
+) -> tuple[list[Record], Coverage]:
+    events_view(con, root, since_seq=state.upto)  # the rest: through the index
+    found = find_subject_records(con, root, state, keys, full=full)
+    return found, coverage(con, root, state.upto)
+
+
 def subject_answer(
     ledger: Path,
     keys: Sequence[SubjectKey],
@@ -364,11 +377,10 @@ def subject_answer(
         state = open_index(lane.root)
         con = connect()
         try:
-            events_view(con, lane.root, since_seq=state.upto)  # the rest: through the index
-            found = find_subject_records(con, lane.root, state, keys, full=full)
-            covers.append(coverage(con, lane.root, state.upto))
+            found, cover = read_again(partial(_subject_in_lane, con, lane.root, state, keys, full))
         finally:
             con.close()
+        covers.append(cover)
         records += (_in_lane(r, lane.name) for r in found)
         note = f"stale ({state.stale}); read directly" if state.stale else f"up to seq {state.upto}"
         notes.append(note if len(lanes) == 1 else f"lane {lane.name}: {note}")
@@ -469,8 +481,12 @@ def _actor_rows(
         if full and files
         else ""
     )
-    events_view(con, ledger, since_seq=upto)  # the rest is in the index's actor rows
-    con.execute(_ACTOR_SQL.format(window=window, upto=upto, indexed=indexed), {"actor": actor})
+
+    def read() -> None:
+        events_view(con, ledger, since_seq=upto)  # the rest is in the index's actor rows
+        con.execute(_ACTOR_SQL.format(window=window, upto=upto, indexed=indexed), {"actor": actor})
+
+    read_again(read)
     if upto or as_keys:
         # Indexed subjects are 60-bit keys; make the directly read ones keys too, to count alike.
         con.execute(

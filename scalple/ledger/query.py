@@ -3,7 +3,10 @@ lane (`events_view`) or of every lane of a ledger (`ledger_view`)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -14,6 +17,7 @@ from scalple.ledger.layout import Layout
 
 JOURNAL_TABLE = "scalple_journal_snapshot"
 _ATTEMPTS = 5
+T = TypeVar("T")
 
 
 def quote(path: Path | str) -> str:
@@ -98,3 +102,16 @@ def ledger_view(
         views.append((lane, view))
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {' UNION ALL '.join(parts)}")
     return views
+
+
+def read_again(read: Callable[[], T], attempts: int = 8) -> T:
+    """`read()`, which takes a view and queries it, asked again while a file it named vanishes
+    (a compaction replaced segments, or the index merged its files, between the view and the
+    query): both keep every event, so a new view finds them. The view and its query are taken
+    together each time, so the window a compaction can fall into is one query long."""
+    for attempt in range(attempts - 1):
+        try:
+            return read()
+        except duckdb.IOException:
+            time.sleep(0.02 * 2**attempt)
+    return read()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scalple.ledger.query import ledger_view
+from scalple.ledger.query import ledger_view, read_again
 
 if TYPE_CHECKING:
     import duckdb
@@ -18,15 +18,18 @@ def alerts_about(
 ) -> list[dict[str, Any]]:
     """Alert records about `actor` in the whole ledger (`window`: extra ts_start conditions).
     Replaces the connection's `events` view with one over every segment of every lane."""
-    ledger_view(con, ledger)
-    cur = con.execute(
-        "SELECT seq, event_id, ts_start, detail, lane FROM events WHERE kind = 'alert' "
-        f"AND (actor = $actor OR actor_email = $actor) {window} "
-        "ORDER BY ts_start DESC, lane DESC, seq DESC",
-        {"actor": actor},
-    )
+
+    def read() -> list[tuple[Any, ...]]:
+        ledger_view(con, ledger)
+        return con.execute(
+            "SELECT seq, event_id, ts_start, detail, lane FROM events WHERE kind = 'alert' "
+            f"AND (actor = $actor OR actor_email = $actor) {window} "
+            "ORDER BY ts_start DESC, lane DESC, seq DESC",
+            {"actor": actor},
+        ).fetchall()
+
     out = []
-    for seq, event_id, ts, detail, lane in cur.fetchall():
+    for seq, event_id, ts, detail, lane in read_again(read):
         try:
             d = json.loads(detail or "{}")
         except ValueError:
