@@ -44,6 +44,11 @@ def _digest(path: str) -> str:
 class RecordingBuild(build_ext):
     """build_ext that writes scalple/_build.py: which modules it compiled, from which source."""
 
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if not self.parallel:  # one C compiler per core: the 14 modules take minutes one by one
+            self.parallel = os.cpu_count() or 1
+
     def run(self) -> None:
         super().run()
         built = {}
