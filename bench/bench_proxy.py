@@ -134,7 +134,13 @@ def fdatasync_ms(where: Path, n: int = 200) -> float:
 
 
 def start_scalple(
-    sb: Sandbox, work: Path, name: str, durability: str, env: dict[str, str], python_args=None
+    sb: Sandbox,
+    work: Path,
+    name: str,
+    durability: str,
+    env: dict[str, str],
+    python_args=None,
+    started: list[subprocess.Popen[bytes] | ProxyProc] | None = None,
 ) -> Path_:
     metrics = free_port()
     args = ("--durability", durability)
@@ -144,6 +150,8 @@ def start_scalple(
     if python_args is not None:
         proxy.python_args = python_args
     proxy.start()
+    if started is not None:
+        started.append(proxy)  # stopped with the others, whatever happens
     assert proxy.proc is not None
     return Path_(name, proxy.port, proxy.proc.pid, metrics)
 
@@ -179,17 +187,18 @@ def main() -> None:
              str(sb.bouncer_port)]
         )  # fmt: skip
         started.append(relay)
+        pure = {"SCALPLE_PURE": "1"}
         paths = [
             Path_("pgbouncer", sb.bouncer_port, sb._procs[-1].pid),
             Path_("bare relay", relay_port, relay.pid),
-            start_scalple(sb, work, "scalple compiled os", "os", {}),
-            start_scalple(sb, work, "scalple compiled fsync", "fsync", {}),
-            start_scalple(sb, work, "scalple pure os", "os", {"SCALPLE_PURE": "1"}),
-            start_scalple(sb, work, "scalple pure fsync", "fsync", {"SCALPLE_PURE": "1"}),
+            start_scalple(sb, work, "scalple compiled os", "os", {}, started=started),
+            start_scalple(sb, work, "scalple compiled fsync", "fsync", {}, started=started),
+            start_scalple(sb, work, "scalple pure os", "os", pure, started=started),
+            start_scalple(sb, work, "scalple pure fsync", "fsync", pure, started=started),
         ]
         if args.before:
             env = {"PYTHONPATH": str(args.before.resolve())}
-            paths.append(start_scalple(sb, work, "scalple before os", "os", env))
+            paths.append(start_scalple(sb, work, "scalple before os", "os", env, started=started))
         if args.paths:
             wanted = set(args.paths.split(","))
             paths = [p for p in paths if p.name in wanted or p.name == "pgbouncer"]
